@@ -1,0 +1,465 @@
+//! Limits as configuration: which dimensions, how large, which strategy, how usage is
+//! reconciled. Nothing here names a provider; every number comes from a config file or a
+//! caller, and the defaults are "no limit" rather than a guessed quota.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::backoff::BackoffConfig;
+use super::Cost;
+use crate::units::{de_opt_duration, de_opt_rate, Rate};
+
+/// One dimension a limit counts in. Requests dimensions count each request as 1; tokens
+/// dimensions count the request's token estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateLimitType {
+    /// Requests per second.
+    RequestsPerSecond,
+    /// Requests per minute.
+    RequestsPerMinute,
+    /// Requests per an arbitrary window (e.g. Azure's RPM enforced per 10 s).
+    RequestsPer(Duration),
+    /// Tokens per minute.
+    TokensPerMinute,
+    /// Tokens per an arbitrary window.
+    TokensPer(Duration),
+    /// Requests in flight at once (released when the permit is recorded or dropped).
+    Concurrent,
+}
+
+/// What a dimension counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unit {
+    /// Each request counts 1.
+    Requests,
+    /// Each request counts its token estimate (reconciled with actual usage later).
+    Tokens,
+}
+
+impl RateLimitType {
+    /// Whether the dimension counts requests or tokens.
+    pub fn unit(self) -> Unit {
+        match self {
+            Self::TokensPerMinute | Self::TokensPer(_) => Unit::Tokens,
+            _ => Unit::Requests,
+        }
+    }
+
+    /// The window the limit's amount refers to; `None` for [`Concurrent`](Self::Concurrent).
+    pub fn window(self) -> Option<Duration> {
+        match self {
+            Self::RequestsPerSecond => Some(Duration::from_secs(1)),
+            Self::RequestsPerMinute | Self::TokensPerMinute => Some(Duration::from_secs(60)),
+            Self::RequestsPer(w) | Self::TokensPer(w) => Some(w),
+            Self::Concurrent => None,
+        }
+    }
+
+    /// The part of `cost` this dimension counts.
+    pub fn cost_of(self, cost: Cost) -> u64 {
+        match self.unit() {
+            Unit::Requests => cost.requests,
+            Unit::Tokens => cost.tokens,
+        }
+    }
+}
+
+impl fmt::Display for RateLimitType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::RequestsPerSecond => f.write_str("requests per second (RPS)"),
+            Self::RequestsPerMinute => f.write_str("requests per minute (RPM)"),
+            Self::RequestsPer(w) => write!(f, "requests per {w:?}"),
+            Self::TokensPerMinute => f.write_str("tokens per minute (TPM)"),
+            Self::TokensPer(w) => write!(f, "tokens per {w:?}"),
+            Self::Concurrent => f.write_str("concurrent requests"),
+        }
+    }
+}
+
+/// One resolved dimension: `amount` per window (or slots, for `Concurrent`), of which up to
+/// `burst` may be spent at once. For strategies without bursts (leaky bucket, sliding
+/// windows) `burst` is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// The dimension.
+    pub kind: RateLimitType,
+    /// Units (requests or tokens) per window; slots for `Concurrent`. Never zero.
+    pub amount: u64,
+    /// Bucket capacity in units: the most that may be admitted at once. `1 ..= amount`.
+    pub burst: u64,
+}
+
+impl Limit {
+    /// The sustained rate in units per nanosecond (0 for `Concurrent`).
+    pub fn rate_per_nano(&self) -> f64 {
+        match self.kind.window() {
+            Some(w) => self.amount as f64 / w.as_nanos() as f64,
+            None => 0.0,
+        }
+    }
+}
+
+/// The limits of a key as written in TOML, e.g. `limits = { rpm = 500, tpm = 30000 }` or
+/// `limits = { requests = "10/10s", tpm = 50000 }`. Every field is optional; each present
+/// field adds one dimension.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per second.
+    #[serde(default)]
+    pub rps: Option<u64>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Requests per any window: `"10/10s"`.
+    #[serde(default, deserialize_with = "de_opt_rate")]
+    pub requests: Option<Rate>,
+    /// Tokens per any window: `"50000/10s"`.
+    #[serde(default, deserialize_with = "de_opt_rate")]
+    pub tokens: Option<Rate>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub concurrent: Option<u64>,
+}
+
+/// Which algorithm keeps each dimension's state. See `DESIGN.md` §3 for the semantics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Capacity `burst`, refill `amount / window`: any interval `t` admits ≤ `burst + r·t`.
+    #[default]
+    TokenBucket,
+    /// Generic cell rate algorithm: a token bucket's arrival curve in one integer of state.
+    Gcra,
+    /// Exact sliding window: ≤ `amount` in every window; memory ≤ `amount` entries.
+    SlidingLog,
+    /// Two fixed windows, weighted: O(1), approximate (see the strategy's docs for overshoot).
+    SlidingCounter,
+    /// A pacing queue: admits at a constant pace `window / amount`, no bursts.
+    LeakyBucket,
+}
+
+/// How `record_usage` reconciles a request's token estimate with its actual usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAccounting {
+    /// The provider charges actual usage: refund `estimate − actual` (or charge the excess).
+    #[default]
+    Actual,
+    /// The provider charges the estimate at admission (e.g. `max_tokens`): keep the charge.
+    Estimate,
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field's value is out of its documented range.
+    #[error("invalid `{field}` = {value}: {reason}")]
+    Invalid {
+        /// The field's name as written in the file.
+        field: &'static str,
+        /// The offending value, rendered.
+        value: String,
+        /// What the value must be.
+        reason: &'static str,
+    },
+    /// The TOML text did not parse or did not match the schema.
+    #[error("{0}")]
+    Toml(String),
+}
+
+/// The limits and behaviour of one key (provider, model[, deployment]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The algorithm every dimension of this key uses.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// The dimensions; none means the key is unlimited.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Fraction of each limit to actually use, `(0, 1]`: 0.95 keeps 5 % in reserve.
+    #[serde(default = "one")]
+    pub headroom: f64,
+    /// Fraction of a window's amount that may be spent at once (bucket capacity), `(0, 1]`.
+    /// Default 1: a full window's worth, like the providers' own continuously refilling quotas.
+    #[serde(default)]
+    pub burst: Option<f64>,
+    /// How actual usage is reconciled with the estimate.
+    #[serde(default)]
+    pub accounting: TokenAccounting,
+    /// The longest `acquire` waits before failing with `LimitError::Timeout`; none = no limit.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_wait: Option<Duration>,
+    /// The most waiters `acquire` queues per key; one more fails with `LimitError::QueueFull`.
+    #[serde(default = "default_max_waiters")]
+    pub max_waiters: usize,
+    /// Retry delays for `backoff_delay`.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// When a server-reported retry-after pauses the key, each waiter resumes at a random
+    /// extra delay of up to this fraction of the pause, `[0, 1]`, so they do not stampede.
+    #[serde(default = "default_pause_jitter")]
+    pub pause_jitter: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_max_waiters() -> usize {
+    100_000
+}
+
+fn default_pause_jitter() -> f64 {
+    0.2
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            limits: Limits::default(),
+            headroom: one(),
+            burst: None,
+            accounting: TokenAccounting::default(),
+            max_wait: None,
+            max_waiters: default_max_waiters(),
+            backoff: BackoffConfig::default(),
+            pause_jitter: default_pause_jitter(),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// A config with `strategy` and `limits` and every other field at its default.
+    pub fn new(strategy: Strategy, limits: Limits) -> Self {
+        Self {
+            strategy,
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Parses a config from TOML text (the same shape as a `limit = { … }` table).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        cfg.dimensions()?;
+        Ok(cfg)
+    }
+
+    /// The resolved dimensions, headroom and burst applied, in a stable order
+    /// (RPS, RPM, requests, TPM, tokens, concurrent). Errors name the offending field.
+    pub fn dimensions(&self) -> Result<Vec<Limit>, ConfigError> {
+        let headroom = self.headroom;
+        if !(headroom > 0.0 && headroom <= 1.0) {
+            return Err(invalid("headroom", headroom, "must be in (0, 1]"));
+        }
+        let burst = self.burst.unwrap_or(1.0);
+        if !(burst > 0.0 && burst <= 1.0) {
+            return Err(invalid("burst", burst, "must be in (0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.pause_jitter) {
+            return Err(invalid(
+                "pause_jitter",
+                self.pause_jitter,
+                "must be in [0, 1]",
+            ));
+        }
+        let l = &self.limits;
+        let mut out = Vec::new();
+        let mut push = |field: &'static str, kind, amount: f64| -> Result<(), ConfigError> {
+            let scaled = (amount * headroom).floor();
+            if !(scaled >= 1.0 && scaled <= u64::MAX as f64) {
+                return Err(invalid(field, amount, "must be at least 1 after headroom"));
+            }
+            let amount = scaled as u64;
+            let burst = ((amount as f64 * burst).ceil() as u64).clamp(1, amount);
+            out.push(Limit {
+                kind,
+                amount,
+                burst,
+            });
+            Ok(())
+        };
+        if let Some(n) = l.rps {
+            push("rps", RateLimitType::RequestsPerSecond, n as f64)?;
+        }
+        if let Some(n) = l.rpm {
+            push("rpm", RateLimitType::RequestsPerMinute, n as f64)?;
+        }
+        if let Some(r) = l.requests {
+            push("requests", RateLimitType::RequestsPer(r.per), r.amount)?;
+        }
+        if let Some(n) = l.tpm {
+            push("tpm", RateLimitType::TokensPerMinute, n as f64)?;
+        }
+        if let Some(r) = l.tokens {
+            push("tokens", RateLimitType::TokensPer(r.per), r.amount)?;
+        }
+        if let Some(n) = l.concurrent {
+            if n == 0 {
+                return Err(invalid("concurrent", n, "must be at least 1"));
+            }
+            // Concurrency slots are not scaled by headroom: they are not a quota.
+            out.push(Limit {
+                kind: RateLimitType::Concurrent,
+                amount: n,
+                burst: n,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn invalid(field: &'static str, value: impl fmt::Display, reason: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+/// Which keys get which limits: a default and per-key rules. The most specific matching
+/// rule wins (provider + model + deployment, then provider + model, then provider).
+///
+/// ```toml
+/// [default]                     # optional: keys no rule matches are unlimited without it
+/// limits = { rpm = 60 }
+///
+/// [[key]]
+/// provider = "openai"
+/// model = "gpt-4o-mini"
+/// limit = { strategy = "gcra", limits = { rpm = 500, tpm = 200000 }, headroom = 0.95 }
+///
+/// [[key]]
+/// provider = "azure"
+/// deployment = "gpt4o-east"
+/// limit = { strategy = "sliding_log", limits = { requests = "10/10s", tpm = 10000 }, accounting = "estimate" }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterConfig {
+    /// Limits for keys that no rule matches; `None` leaves them unlimited.
+    #[serde(default)]
+    pub default: Option<RateLimitConfig>,
+    /// Per-key rules.
+    #[serde(default, rename = "key")]
+    pub keys: Vec<KeyRule>,
+}
+
+/// Limits for the keys that match `provider` and, when given, `model` and `deployment`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRule {
+    /// Provider id the rule applies to (exact match).
+    pub provider: String,
+    /// Model the rule applies to; any model when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Deployment the rule applies to; any deployment when absent.
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// The limits for matching keys.
+    pub limit: RateLimitConfig,
+}
+
+impl LimiterConfig {
+    /// Parses and validates a limiter config from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        if let Some(d) = &cfg.default {
+            d.dimensions()?;
+        }
+        for rule in &cfg.keys {
+            rule.limit.dimensions()?;
+        }
+        Ok(cfg)
+    }
+
+    /// The config for `key`: the most specific matching rule, else the default, else `None`
+    /// (unlimited).
+    pub fn config_for(&self, key: &super::LimitKey) -> Option<&RateLimitConfig> {
+        self.keys
+            .iter()
+            .filter(|r| {
+                r.provider == *key.provider
+                    && r.model.as_deref().is_none_or(|m| m == &*key.model)
+                    && r.deployment
+                        .as_deref()
+                        .is_none_or(|d| Some(d) == key.deployment.as_deref())
+            })
+            .max_by_key(|r| (r.deployment.is_some(), r.model.is_some()))
+            .map(|r| &r.limit)
+            .or(self.default.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::LimitKey;
+
+    #[test]
+    fn resolves_dimensions_with_headroom_and_burst() {
+        let cfg = RateLimitConfig::from_toml(
+            "limits = { rpm = 500, tpm = 30000, requests = \"10/10s\" }\nheadroom = 0.9\nburst = 0.5",
+        )
+        .unwrap();
+        let d = cfg.dimensions().unwrap();
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].kind, RateLimitType::RequestsPerMinute);
+        assert_eq!((d[0].amount, d[0].burst), (450, 225));
+        assert_eq!(
+            d[1].kind,
+            RateLimitType::RequestsPer(Duration::from_secs(10))
+        );
+        assert_eq!((d[1].amount, d[1].burst), (9, 5));
+        assert_eq!((d[2].amount, d[2].burst), (27000, 13500));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_ranges() {
+        let e = RateLimitConfig::from_toml("limits = { rpx = 5 }").unwrap_err();
+        assert!(e.to_string().contains("rpx"), "{e}");
+        let e = RateLimitConfig::from_toml("headroom = 1.5").unwrap_err();
+        assert!(e.to_string().contains("headroom"), "{e}");
+        let e = RateLimitConfig::from_toml("limits = { rpm = 1 }\nheadroom = 0.5").unwrap_err();
+        assert!(e.to_string().contains("rpm"), "{e}");
+    }
+
+    #[test]
+    fn most_specific_rule_wins() {
+        let cfg = LimiterConfig::from_toml(
+            r#"
+            [default]
+            limits = { rpm = 1 }
+            [[key]]
+            provider = "p"
+            limit = { limits = { rpm = 2 } }
+            [[key]]
+            provider = "p"
+            model = "m"
+            limit = { limits = { rpm = 3 } }
+            [[key]]
+            provider = "p"
+            model = "m"
+            deployment = "d"
+            limit = { limits = { rpm = 4 } }
+            "#,
+        )
+        .unwrap();
+        let rpm = |k: &LimitKey| cfg.config_for(k).and_then(|c| c.limits.rpm);
+        assert_eq!(rpm(&LimitKey::new("q", "m")), Some(1));
+        assert_eq!(rpm(&LimitKey::new("p", "x")), Some(2));
+        assert_eq!(rpm(&LimitKey::new("p", "m")), Some(3));
+        assert_eq!(rpm(&LimitKey::new("p", "m").with_deployment("d")), Some(4));
+        assert_eq!(rpm(&LimitKey::new("p", "m").with_deployment("e")), Some(3));
+    }
+}

@@ -1,0 +1,522 @@
+//! The in-memory [`RateLimiter`]: one state per key (provider, model[, deployment]), limits
+//! from [`LimiterConfig`], shared by every thread and task of a process through an `Arc`.
+//!
+//! Each key holds a [`MultiLimit`] (all-or-nothing dimensions), a FIFO queue of `acquire`
+//! waiters, and a server-imposed pause. Waiters sleep on the injected [`Clock`] until the
+//! exact moment the head of the queue fits, or until something changes (a refund, a release,
+//! a pause, a reset) — no polling. After a pause, queued waiters resume spread over
+//! `pause_jitter × pause` so they do not stampede.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+use tokio::sync::Notify;
+
+use crate::clock::{nanos, Clock, Nanos};
+
+use super::backoff::{BackoffConfig, ErrorInfo, RetryPolicy};
+use super::config::{ConfigError, LimiterConfig, RateLimitConfig, TokenAccounting, Unit};
+use super::headers::ResponseMeta;
+use super::multi::MultiLimit;
+use super::{Cost, Denial, LimitError, LimitKey, Permit, RateLimiter, UsageRecord, UsageStats};
+
+/// The in-memory limiter. Cheap to share: wrap it in an `Arc` and clone that.
+#[derive(Debug)]
+pub struct KeyedLimiter {
+    config: LimiterConfig,
+    clock: Arc<dyn Clock>,
+    seed: u64,
+    keys: RwLock<FxHashMap<LimitKey, Arc<KeyState>>>,
+}
+
+/// Everything about one key; the mutable part behind one lock.
+#[derive(Debug)]
+struct KeyState {
+    accounting: TokenAccounting,
+    max_wait: Option<Duration>,
+    max_waiters: usize,
+    pause_jitter: f64,
+    policy: RetryPolicy,
+    inner: Mutex<KeyInner>,
+    /// Woken whenever admission may have become possible earlier than a waiter planned.
+    wake: Notify,
+}
+
+#[derive(Debug)]
+struct KeyInner {
+    limits: MultiLimit,
+    pause: Pause,
+    queue: VecDeque<u64>,
+    next_ticket: u64,
+    admitted: u64,
+    recorded: u64,
+    denied: u64,
+    tokens_charged: u64,
+    rng: SmallRng,
+}
+
+/// A server-imposed pause and the spread-out resume after it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pause {
+    /// No admission before this time: the pause end, then the next resume slot.
+    gate: Nanos,
+    /// End of the resume phase: until then, each admission spaces the next one so the
+    /// waiters still queued are spread over what is left of the phase.
+    resume_end: Nanos,
+}
+
+impl KeyInner {
+    /// Admits `cost` at `now` unless paused or refused by a dimension.
+    fn admit(&mut self, now: Nanos, cost: Cost) -> Result<(), Denial> {
+        if now < self.pause.gate {
+            if let Some(never) = self.limits.never_fits(cost) {
+                return Err(never);
+            }
+            return Err(Denial::Paused {
+                retry_after: Duration::from_nanos(self.pause.gate - now),
+            });
+        }
+        self.limits.try_admit(now, cost)?;
+        self.admitted += cost.requests;
+        self.tokens_charged = self.tokens_charged.saturating_add(cost.tokens);
+        if now < self.pause.resume_end {
+            // Spread the waiters behind this one over the rest of the resume phase, each
+            // slot shortened at random so resumes are jittered but stay inside the phase.
+            let behind = self.queue.len().saturating_sub(1).max(1) as u64;
+            let slot = (self.pause.resume_end - now) / behind;
+            self.pause.gate = now + (slot as f64 * self.rng.random_range(0.5..1.0)) as Nanos;
+        }
+        Ok(())
+    }
+
+    /// Pauses admissions for `d` from `now` (extending, never shortening, a running pause);
+    /// queued requests then resume spread over the following `jitter × d`.
+    fn pause(&mut self, now: Nanos, d: Duration, jitter: f64) {
+        let until = now.saturating_add(nanos(d));
+        if until <= self.pause.gate {
+            return;
+        }
+        self.pause = Pause {
+            gate: until,
+            resume_end: until.saturating_add(nanos(d.mul_f64(jitter))),
+        };
+    }
+
+    fn in_flight(&self) -> u64 {
+        if self.limits.has_slots() {
+            self.limits.in_flight()
+        } else {
+            self.admitted.saturating_sub(self.recorded)
+        }
+    }
+}
+
+impl KeyedLimiter {
+    /// A limiter for the keys and limits of `config`, reading time from `clock`. Every rule
+    /// is validated now, so a bad limit fails here rather than on first use.
+    pub fn new(config: LimiterConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        for rule in config
+            .default
+            .iter()
+            .chain(config.keys.iter().map(|r| &r.limit))
+        {
+            rule.dimensions()?;
+        }
+        Ok(Self {
+            config,
+            clock,
+            seed: rand::random(),
+            keys: RwLock::new(FxHashMap::default()),
+        })
+    }
+
+    /// A limiter whose jitter draws are seeded (deterministic simulations and tests).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The configuration this limiter was built from.
+    pub fn config(&self) -> &LimiterConfig {
+        &self.config
+    }
+
+    /// The clock this limiter reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The key's state, created from configuration on first use.
+    fn state(&self, key: &LimitKey) -> Arc<KeyState> {
+        if let Some(s) = self.keys.read().get(key) {
+            return Arc::clone(s);
+        }
+        let mut keys = self.keys.write();
+        let state = keys
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(self.new_state(key)));
+        Arc::clone(state)
+    }
+
+    fn new_state(&self, key: &LimitKey) -> KeyState {
+        let unlimited = RateLimitConfig::default();
+        let cfg = self.config.config_for(key).unwrap_or(&unlimited);
+        // Validated in `new` for every rule (and the default), so this cannot fail; an
+        // unmatched key gets no dimensions.
+        let dims = cfg.dimensions().unwrap_or_default();
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        key.hash(&mut h);
+        KeyState {
+            accounting: cfg.accounting,
+            max_wait: cfg.max_wait,
+            max_waiters: cfg.max_waiters,
+            pause_jitter: cfg.pause_jitter,
+            policy: if self.config.config_for(key).is_some() {
+                cfg.backoff.policy()
+            } else {
+                BackoffConfig::default().policy()
+            },
+            inner: Mutex::new(KeyInner {
+                limits: MultiLimit::new(cfg.strategy, &dims, self.clock.now()),
+                pause: Pause::default(),
+                queue: VecDeque::new(),
+                next_ticket: 0,
+                admitted: 0,
+                recorded: 0,
+                denied: 0,
+                tokens_charged: 0,
+                rng: SmallRng::seed_from_u64(self.seed ^ h.finish()),
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn permit(
+        state: &Arc<KeyState>,
+        key: &LimitKey,
+        cost: Cost,
+        at: Nanos,
+        waited: Nanos,
+    ) -> Permit {
+        let permit = Permit::new(key.clone(), cost, at, Duration::from_nanos(waited));
+        if cost.requests > 0 && state.inner.lock().limits.has_slots() {
+            permit.with_guard(Box::new(SlotGuard(Arc::clone(state))))
+        } else {
+            permit
+        }
+    }
+
+    /// [`RateLimiter::try_acquire`] without the async wrapper: the hot path, also used by the
+    /// simulator. Never waits; refuses while `acquire` waiters are queued.
+    pub fn try_acquire_now(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, Denial> {
+        let state = self.state(key);
+        let (now, slots) = {
+            let mut inner = state.inner.lock();
+            // Read under the lock: admission times are then monotone with the state they
+            // were admitted against, even when threads race.
+            let now = self.clock.now();
+            let admitted = if inner.queue.is_empty() {
+                inner.admit(now, estimate)
+            } else {
+                Err(Denial::Queued {
+                    waiting: inner.queue.len(),
+                })
+            };
+            if let Err(d) = admitted {
+                inner.denied += 1;
+                return Err(d);
+            }
+            (now, inner.limits.has_slots())
+        };
+        let permit = Permit::new(key.clone(), estimate, now, Duration::ZERO);
+        Ok(if slots && estimate.requests > 0 {
+            permit.with_guard(Box::new(SlotGuard(state)))
+        } else {
+            permit
+        })
+    }
+
+    /// [`RateLimiter::record_usage`], synchronously.
+    pub fn record_usage_now(
+        &self,
+        permit: Permit,
+        actual: Cost,
+        meta: &ResponseMeta,
+    ) -> UsageRecord {
+        let state = self.state(permit.key());
+        let now = self.clock.now();
+        let est = permit.charged();
+        let (refund_tokens, refund_requests) = match state.accounting {
+            TokenAccounting::Actual => (
+                est.tokens as i64 - actual.tokens as i64,
+                est.requests as i64 - actual.requests as i64,
+            ),
+            TokenAccounting::Estimate => (0, 0),
+        };
+        let paused_for = {
+            let mut inner = state.inner.lock();
+            inner.limits.adjust(now, Unit::Tokens, refund_tokens);
+            inner.limits.adjust(now, Unit::Requests, refund_requests);
+            inner.tokens_charged = if refund_tokens >= 0 {
+                inner.tokens_charged.saturating_sub(refund_tokens as u64)
+            } else {
+                inner
+                    .tokens_charged
+                    .saturating_add(refund_tokens.unsigned_abs())
+            };
+            if est.requests > 0 {
+                inner.recorded += 1;
+            }
+            inner.limits.apply_server_view(now, meta);
+            let pause = meta.retry_after.filter(|d| !d.is_zero());
+            if let Some(d) = pause {
+                inner.pause(now, d, state.pause_jitter);
+            }
+            pause
+        };
+        let record = UsageRecord {
+            key: permit.key().clone(),
+            estimated_tokens: est.tokens,
+            actual_tokens: actual.tokens,
+            refunded_tokens: refund_tokens,
+            admitted_at: permit.admitted_at(),
+            recorded_at: now,
+            paused_for,
+        };
+        drop(permit); // frees the concurrency slot, outside the key's lock
+        state.wake.notify_waiters();
+        record
+    }
+
+    /// [`RateLimiter::backoff_delay`], synchronously.
+    pub fn backoff_delay_now(
+        &self,
+        key: &LimitKey,
+        attempt: u32,
+        error: &ErrorInfo,
+    ) -> Option<Duration> {
+        let state = self.state(key);
+        let now = self.clock.now();
+        let delay = {
+            let mut inner = state.inner.lock();
+            let delay = state.policy.delay(attempt, error, &mut inner.rng)?;
+            if error.rate_limited {
+                inner.pause(now, delay, state.pause_jitter);
+            }
+            delay
+        };
+        if error.rate_limited {
+            state.wake.notify_waiters();
+        }
+        Some(delay)
+    }
+
+    /// [`RateLimiter::usage_stats`], synchronously.
+    pub fn usage_stats_now(&self, key: &LimitKey) -> UsageStats {
+        let state = self.state(key);
+        let now = self.clock.now();
+        let inner = state.inner.lock();
+        UsageStats {
+            dimensions: inner.limits.usage(now),
+            in_flight: inner.in_flight(),
+            admitted: inner.admitted,
+            denied: inner.denied,
+            tokens_charged: inner.tokens_charged,
+            paused_for: (inner.pause.gate > now)
+                .then(|| Duration::from_nanos(inner.pause.gate - now)),
+        }
+    }
+
+    /// [`RateLimiter::reset`], synchronously: full capacity, no pause, counters zeroed.
+    pub fn reset_now(&self, key: &LimitKey) {
+        let state = self.state(key);
+        let now = self.clock.now();
+        {
+            let mut inner = state.inner.lock();
+            inner.limits.reset(now);
+            inner.pause = Pause::default();
+            inner.admitted = 0;
+            inner.recorded = 0;
+            inner.denied = 0;
+            inner.tokens_charged = 0;
+        }
+        state.wake.notify_waiters();
+    }
+
+    async fn acquire_queued(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, LimitError> {
+        let state = self.state(key);
+        let start = self.clock.now();
+        let ticket = {
+            let mut inner = state.inner.lock();
+            if inner.queue.is_empty() {
+                match inner.admit(start, estimate) {
+                    Ok(()) => {
+                        drop(inner);
+                        return Ok(Self::permit(&state, key, estimate, start, 0));
+                    }
+                    Err(d) => {
+                        if let Some(e) = LimitError::from_denial(key, &d) {
+                            inner.denied += 1;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            if inner.queue.len() >= state.max_waiters {
+                inner.denied += 1;
+                return Err(LimitError::QueueFull {
+                    key: key.clone(),
+                    waiting: inner.queue.len(),
+                });
+            }
+            let ticket = inner.next_ticket;
+            inner.next_ticket += 1;
+            inner.queue.push_back(ticket);
+            ticket
+        };
+        let mut place = QueuePlace {
+            state: &state,
+            ticket,
+            held: true,
+        };
+        let max_wait = state.max_wait.map(nanos);
+        loop {
+            // Created before looking at the state, so a change made after the look wakes it.
+            let changed = state.wake.notified();
+            let now = self.clock.now().max(start);
+            let waited = now - start;
+            let wait = {
+                let mut inner = state.inner.lock();
+                if inner.queue.front() != Some(&ticket) {
+                    None
+                } else {
+                    match inner.admit(now, estimate) {
+                        Ok(()) => {
+                            inner.queue.pop_front();
+                            place.held = false;
+                            drop(inner);
+                            state.wake.notify_waiters();
+                            return Ok(Self::permit(&state, key, estimate, now, waited));
+                        }
+                        Err(Denial::Wait { retry_after, .. } | Denial::Paused { retry_after }) => {
+                            Some(nanos(retry_after))
+                        }
+                        Err(Denial::Saturated { .. } | Denial::Queued { .. }) => None,
+                        Err(d) => {
+                            inner.queue.pop_front();
+                            place.held = false;
+                            inner.denied += 1;
+                            drop(inner);
+                            state.wake.notify_waiters();
+                            return Err(LimitError::from_denial(key, &d).unwrap_or(
+                                LimitError::Unavailable {
+                                    key: key.clone(),
+                                    reason: d.to_string(),
+                                },
+                            ));
+                        }
+                    }
+                }
+            };
+            if let Some(max) = max_wait {
+                let needed = waited.saturating_add(wait.unwrap_or(0));
+                if needed > max || waited >= max {
+                    state.inner.lock().denied += 1;
+                    return Err(LimitError::Timeout {
+                        key: key.clone(),
+                        needed: Duration::from_nanos(needed),
+                        max_wait: Duration::from_nanos(max),
+                    });
+                }
+            }
+            let deadline = match (wait, max_wait) {
+                (Some(w), _) => Some(now.saturating_add(w)),
+                (None, Some(max)) => Some(start.saturating_add(max)),
+                (None, None) => None,
+            };
+            match deadline {
+                Some(at) => {
+                    tokio::select! {
+                        () = self.clock.sleep_until(at) => {}
+                        () = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// A waiter's place in a key's queue; dropping it (the `acquire` future was cancelled, or
+/// it failed) gives the place back and lets the next waiter look.
+struct QueuePlace<'a> {
+    state: &'a KeyState,
+    ticket: u64,
+    held: bool,
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let mut inner = self.state.inner.lock();
+            inner.queue.retain(|t| *t != self.ticket);
+            drop(inner);
+            self.state.wake.notify_waiters();
+        }
+    }
+}
+
+/// A concurrency slot held by a permit; dropping it frees the slot.
+struct SlotGuard(Arc<KeyState>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.inner.lock().limits.release_slot();
+        self.0.wake.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl RateLimiter for KeyedLimiter {
+    async fn acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, LimitError> {
+        self.acquire_queued(key, estimate).await
+    }
+
+    async fn try_acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, Denial> {
+        self.try_acquire_now(key, estimate)
+    }
+
+    async fn record_usage(
+        &self,
+        permit: Permit,
+        actual: Cost,
+        meta: &ResponseMeta,
+    ) -> Result<UsageRecord, LimitError> {
+        Ok(self.record_usage_now(permit, actual, meta))
+    }
+
+    async fn backoff_delay(
+        &self,
+        key: &LimitKey,
+        attempt: u32,
+        error: &ErrorInfo,
+    ) -> Option<Duration> {
+        self.backoff_delay_now(key, attempt, error)
+    }
+
+    async fn usage_stats(&self, key: &LimitKey) -> Result<UsageStats, LimitError> {
+        Ok(self.usage_stats_now(key))
+    }
+
+    async fn reset(&self, key: &LimitKey) -> Result<(), LimitError> {
+        self.reset_now(key);
+        Ok(())
+    }
+}

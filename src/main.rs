@@ -1,0 +1,2 @@
+//! `hub` binary.
+fn main() {}
