@@ -1,0 +1,2 @@
+//! Limiter benches (filled in by the strategies work).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Mock OpenAI and Azure OpenAI servers.
