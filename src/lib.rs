@@ -6,8 +6,11 @@
 //! - [`clock`]: injected time, so every limiter is testable without sleeping.
 //! - [`units`]: human durations and rates in configuration.
 
+pub mod cli;
 pub mod clock;
+pub mod harness;
 pub mod limiter;
+pub mod provider;
 pub mod units;
 
 /// The README's examples, compiled and run as doc tests.

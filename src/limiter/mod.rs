@@ -23,10 +23,15 @@ use crate::clock::Nanos;
 pub mod algorithm;
 pub mod backoff;
 pub mod config;
+pub mod gcra;
 pub mod headers;
+pub mod invariants;
 pub mod keyed;
+pub mod leaky_bucket;
 pub mod multi;
 pub mod redis;
+pub mod sliding_counter;
+pub mod sliding_log;
 pub mod token_bucket;
 
 pub use backoff::{BackoffConfig, BackoffStrategy, ErrorInfo};

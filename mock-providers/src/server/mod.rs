@@ -1,0 +1,195 @@
+//! The HTTP surface: OpenAI routes under `/v1`, Azure routes under `/openai/deployments`,
+//! admin routes under `/_mock` and `/metrics`; unknown paths and wrong methods get the
+//! provider's own 404/405 JSON.
+
+mod admin;
+mod auth;
+pub mod errors;
+mod headers;
+mod pipeline;
+pub mod request;
+mod respond;
+mod state;
+mod stream;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use state::{KeyStats, MockState, Slot};
+
+use errors::{ApiError, Flavor};
+use pipeline::{json, serve, Route};
+use request::Operation;
+
+/// The mock's router over `state`, for serving or for in-process `oneshot` tests.
+pub fn app(state: MockState) -> Router {
+    let limit = state.config().max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(openai_chat))
+        .route("/v1/completions", post(openai_completion))
+        .route("/v1/embeddings", post(openai_embedding))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_chat),
+        )
+        .route(
+            "/openai/deployments/{deployment}/completions",
+            post(azure_completion),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(azure_embedding),
+        )
+        .route("/_mock/stats", get(stats))
+        .route("/_mock/reset", post(reset))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+type BodyResult = Result<Bytes, BytesRejection>;
+
+fn openai(op: Operation) -> Route<'static> {
+    Route {
+        flavor: Flavor::OpenAi,
+        op,
+        deployment: None,
+        api_version: None,
+    }
+}
+
+async fn openai_chat(State(s): State<MockState>, h: HeaderMap, body: BodyResult) -> Response {
+    serve(&s, openai(Operation::Chat), &h, body).await
+}
+
+async fn openai_completion(State(s): State<MockState>, h: HeaderMap, body: BodyResult) -> Response {
+    serve(&s, openai(Operation::Completion), &h, body).await
+}
+
+async fn openai_embedding(State(s): State<MockState>, h: HeaderMap, body: BodyResult) -> Response {
+    serve(&s, openai(Operation::Embedding), &h, body).await
+}
+
+/// The `api-version` query parameter (first occurrence, not percent-decoded: versions are
+/// plain `YYYY-MM-DD[-preview]`).
+fn api_version(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("api-version="))
+}
+
+async fn azure(
+    s: MockState,
+    op: Operation,
+    deployment: String,
+    query: Option<String>,
+    h: HeaderMap,
+    body: BodyResult,
+) -> Response {
+    let route = Route {
+        flavor: Flavor::Azure,
+        op,
+        deployment: Some(&deployment),
+        api_version: api_version(query.as_deref()),
+    };
+    serve(&s, route, &h, body).await
+}
+
+async fn azure_chat(
+    State(s): State<MockState>,
+    Path(d): Path<String>,
+    RawQuery(q): RawQuery,
+    h: HeaderMap,
+    body: BodyResult,
+) -> Response {
+    azure(s, Operation::Chat, d, q, h, body).await
+}
+
+async fn azure_completion(
+    State(s): State<MockState>,
+    Path(d): Path<String>,
+    RawQuery(q): RawQuery,
+    h: HeaderMap,
+    body: BodyResult,
+) -> Response {
+    azure(s, Operation::Completion, d, q, h, body).await
+}
+
+async fn azure_embedding(
+    State(s): State<MockState>,
+    Path(d): Path<String>,
+    RawQuery(q): RawQuery,
+    h: HeaderMap,
+    body: BodyResult,
+) -> Response {
+    azure(s, Operation::Embedding, d, q, h, body).await
+}
+
+fn error(e: ApiError) -> Response {
+    json(e.status, e.body.into_bytes())
+}
+
+async fn list_models(State(s): State<MockState>, h: HeaderMap) -> Response {
+    match auth::openai(&s.0, &h) {
+        Ok(_) => json(StatusCode::OK, respond::model_list(&s.config().models)),
+        Err(e) => error(e),
+    }
+}
+
+async fn get_model(State(s): State<MockState>, Path(id): Path<String>, h: HeaderMap) -> Response {
+    if let Err(e) = auth::openai(&s.0, &h) {
+        return error(e);
+    }
+    match s.config().models.iter().find(|m| m.id == id) {
+        Some(m) => json(StatusCode::OK, respond::model(m)),
+        None => error(ApiError::model_not_found(&id)),
+    }
+}
+
+async fn stats(State(s): State<MockState>) -> Response {
+    json(StatusCode::OK, admin::stats_json(&s))
+}
+
+async fn reset(State(s): State<MockState>) -> Response {
+    s.reset();
+    json(StatusCode::OK, br#"{"reset":true}"#.to_vec())
+}
+
+async fn metrics(State(s): State<MockState>) -> Response {
+    let mut r = admin::metrics_text(&s).into_response();
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+fn flavor_of(uri: &Uri) -> Flavor {
+    if uri.path().starts_with("/openai/") {
+        Flavor::Azure
+    } else {
+        Flavor::OpenAi
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    error(ApiError::not_found(
+        flavor_of(&uri),
+        method.as_str(),
+        uri.path(),
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(ApiError::method_not_allowed(method.as_str(), uri.path()))
+}

@@ -1,0 +1,239 @@
+//! The `hub` command line: parses arguments, runs a subcommand, maps outcomes to exit
+//! codes — 0 pass, 1 run error, 2 bad input, 3 a threshold failed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::harness::report::summary_markdown;
+use crate::harness::runner::{self, RunOptions};
+use crate::harness::scenario::Scenario;
+use crate::harness::sim::{simulate, SimOptions};
+use crate::units::parse_duration;
+
+/// Find, prove and keep the right client-side rate limits for LLM APIs.
+#[derive(Debug, Parser)]
+#[command(name = "hub", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario live: every [[limiter]] in turn against the target, then report.
+    Run {
+        /// The scenario file.
+        file: PathBuf,
+        /// Report directory (default: reports/<scenario name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run only this limiter.
+        #[arg(long)]
+        limiter: Option<String>,
+        /// Scale the scenario's phases to this total duration (e.g. 30s).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Do not write requests.csv.
+        #[arg(long)]
+        no_requests_csv: bool,
+        /// How long in-flight requests may finish after the last arrival.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        drain: Duration,
+    },
+    /// Run a scenario in virtual time (deterministic, seconds for hours of traffic).
+    Simulate {
+        /// The scenario file.
+        file: PathBuf,
+        /// Report directory (default: reports/<scenario name>-sim).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run only this limiter.
+        #[arg(long)]
+        limiter: Option<String>,
+        /// Scale the scenario's phases to this total duration.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Do not write requests.csv (long simulations).
+        #[arg(long)]
+        no_requests_csv: bool,
+        /// Virtual time in-flight requests may finish after the last arrival.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        drain: Duration,
+    },
+    /// Validate a scenario and print the resolved plan.
+    Check {
+        /// The scenario file.
+        file: PathBuf,
+    },
+    /// Serve the mock OpenAI and Azure OpenAI providers alone.
+    Mock {
+        /// Mock configuration (TOML); built-in defaults without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to bind; port 0 picks a free port (the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+    },
+}
+
+/// Why `hub` stopped without a verdict.
+#[derive(Debug)]
+pub enum Failure {
+    /// The input (scenario, config, arguments) was wrong: exit 2.
+    BadInput(anyhow::Error),
+    /// The run itself failed: exit 1.
+    Run(anyhow::Error),
+}
+
+impl Failure {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::BadInput(_) => ExitCode::from(2),
+            Self::Run(_) => ExitCode::from(1),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadInput(e) | Self::Run(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::Run)
+}
+
+fn load(file: &PathBuf) -> Result<Scenario, Failure> {
+    Scenario::from_file(file).map_err(|e| Failure::BadInput(e.into()))
+}
+
+/// Exit 0 when every limiter passed its thresholds, 3 otherwise.
+fn verdict(summary: &crate::harness::summary::Summary) -> ExitCode {
+    if summary.limiters.iter().all(|l| l.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+/// Runs the parsed command line; `Ok` carries the verdict's exit code.
+pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    init_tracing();
+    match cli.command {
+        Command::Check { file } => {
+            let s = load(&file)?;
+            println!("{}", s.plan());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            file,
+            out,
+            limiter,
+            duration,
+            no_requests_csv,
+            drain,
+        } => {
+            let mut scenario = load(&file)?;
+            if let Some(d) = duration {
+                scenario = scenario.with_duration(d);
+            }
+            let opts = RunOptions {
+                out: out.unwrap_or_else(|| PathBuf::from("reports").join(&scenario.name)),
+                limiter,
+                requests_csv: !no_requests_csv,
+                drain,
+                progress: true,
+            };
+            let summary = runtime()?.block_on(async {
+                let stop = Arc::new(AtomicBool::new(false));
+                let on_signal = stop.clone();
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("hub: stopping; the report will cover what ran");
+                        on_signal.store(true, Ordering::Relaxed);
+                    }
+                });
+                runner::run(&scenario, &opts, stop).await
+            });
+            let summary = summary.map_err(|e| match e {
+                runner::RunError::UnknownLimiter(_) => Failure::BadInput(e.into()),
+                e => Failure::Run(e.into()),
+            })?;
+            println!("{}", summary_markdown(&summary));
+            println!("report: {}", opts.out.display());
+            Ok(verdict(&summary))
+        }
+        Command::Simulate {
+            file,
+            out,
+            limiter,
+            duration,
+            no_requests_csv,
+            drain,
+        } => {
+            let mut scenario = load(&file)?;
+            if let Some(d) = duration {
+                scenario = scenario.with_duration(d);
+            }
+            let opts = SimOptions {
+                out: out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-sim", scenario.name))),
+                limiter,
+                requests_csv: !no_requests_csv,
+                drain,
+            };
+            let started = std::time::Instant::now();
+            let summary = simulate(&scenario, &opts).map_err(|e| match e {
+                runner::RunError::UnknownLimiter(_) => Failure::BadInput(e.into()),
+                e => Failure::Run(e.into()),
+            })?;
+            println!("{}", summary_markdown(&summary));
+            println!(
+                "report: {} (simulated in {:.2} s)",
+                opts.out.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(verdict(&summary))
+        }
+        Command::Mock { config, addr } => {
+            let cfg = match &config {
+                Some(path) => mock_providers::MockConfig::from_file(path)
+                    .map_err(|e| Failure::BadInput(e.into()))?,
+                None => mock_providers::MockConfig::default(),
+            };
+            runtime()?.block_on(async {
+                let handle = mock_providers::MockServer::start_on(cfg, addr)
+                    .await
+                    .context("cannot start the mock server")
+                    .map_err(Failure::Run)?;
+                println!("mock providers listening on {}", handle.base_url());
+                let _ = tokio::signal::ctrl_c().await;
+                handle.shutdown().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}

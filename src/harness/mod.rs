@@ -1,0 +1,21 @@
+//! The harness: scenario files drive load through connectors and limiters against the mock
+//! providers (or a real endpoint), in real time or virtual time, and write reports.
+//!
+//! (Parallel work in progress: each part adds its own `pub mod` line below.)
+
+pub mod progress;
+pub mod record;
+pub mod report;
+pub mod request;
+pub mod runner;
+pub mod sim;
+pub mod summary;
+pub mod target;
+pub mod arrival;
+pub mod scenario;
+pub mod thresholds;
+pub mod workload;
+pub mod charts;
+pub mod compare;
+pub mod html;
+pub mod report_files;

@@ -1,0 +1,366 @@
+//! The live runner: each `[[limiter]]` of a scenario in turn, on the same seed, against a
+//! fresh target, with real HTTP and real time.
+//!
+//! Open-loop phases send at intended start times drawn from the arrival process and
+//! scheduled against the run's absolute start (no drift, no coordinated omission: latency
+//! is measured from the intended start). Closed-loop phases run N users back to back.
+//! Records stream to the report as requests finish, so memory does not grow with the
+//! number of requests.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::clock::{nanos, Clock, Nanos, SystemClock};
+use crate::limiter::{BackoffConfig, KeyedLimiter, RateLimiter};
+use crate::provider::{CompletionRequest, Message};
+
+use super::arrival::{open_loop_schedule, Arrival};
+use super::record::{Outcome, RequestRecord, RunAggregate};
+use super::report::{ReportError, ReportWriter};
+use super::request::{PlannedRequest, RequestContext};
+use super::scenario::Scenario;
+use super::summary::{LimiterSummary, ProviderSummary, QuotaSummary, Summary, ThresholdResult};
+use super::target::{LiveTarget, TargetError};
+use super::workload::prompt_text;
+use super::{progress::Progress, summary};
+
+/// How `hub run` runs a scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The report directory.
+    pub out: PathBuf,
+    /// Run only the limiter with this name.
+    pub limiter: Option<String>,
+    /// Whether to write `requests.csv`.
+    pub requests_csv: bool,
+    /// How long requests still in flight after the last arrival may finish before they
+    /// are cut (and counted as dropped).
+    pub drain: Duration,
+    /// Show a progress bar (terminal) or periodic plain lines.
+    pub progress: bool,
+}
+
+/// A run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The target (mock server or URL connector) could not be set up.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// A limiter's configuration was rejected.
+    #[error("limiter `{name}`: {source}")]
+    Limiter {
+        /// The `[[limiter]]` name.
+        name: String,
+        /// Why.
+        source: crate::limiter::ConfigError,
+    },
+    /// No limiter matched `--limiter`.
+    #[error("no [[limiter]] named `{0}` in the scenario")]
+    UnknownLimiter(String),
+    /// Writing the report failed.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+/// Runs `scenario`, writing the report to `opts.out`. `stop` (set by Ctrl-C) ends the
+/// current limiter's arrivals early and skips the rest; the report covers what ran.
+pub async fn run(scenario: &Scenario, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
+    let specs: Vec<_> = scenario
+        .limiters
+        .iter()
+        .filter(|l| opts.limiter.as_ref().is_none_or(|n| *n == l.name))
+        .collect();
+    if let (Some(name), true) = (&opts.limiter, specs.is_empty()) {
+        return Err(RunError::UnknownLimiter(name.clone()));
+    }
+    let mut writer = ReportWriter::create(&opts.out, opts.requests_csv)?;
+    let duration = scenario.duration();
+    let duration_s = duration.as_secs_f64();
+    let mut limiters = Vec::new();
+    for spec in specs {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let limiter: Option<Arc<dyn RateLimiter>> = match scenario.limiter_config(spec) {
+            Some(cfg) => Some(Arc::new(
+                KeyedLimiter::new(cfg, Arc::new(SystemClock::new()))
+                    .map_err(|source| RunError::Limiter {
+                        name: spec.name.clone(),
+                        source,
+                    })?
+                    .with_seed(scenario.seed),
+            )),
+            None => None,
+        };
+        let strategy = spec.strategy_name();
+        let target = LiveTarget::start(scenario).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let retry = BackoffConfig {
+            max_retries: scenario.retry.max_retries,
+            ..scenario.retry.backoff.clone()
+        }
+        .policy();
+        let ctx = Arc::new(RequestContext {
+            provider: target.provider.clone(),
+            limiter,
+            key: scenario.limit_key(),
+            retry,
+            start: clock.now(),
+            clock,
+        });
+        let progress = Progress::new(opts.progress, &spec.name, duration);
+        let (aggregate, w) = run_one(scenario, &spec.name, &strategy, ctx, writer, opts, &stop, &progress).await?;
+        writer = w;
+        progress.finish();
+        target.shutdown().await;
+        let mut aggregate = aggregate;
+        writer.timeseries(&spec.name, aggregate.seconds(duration.as_secs().max(1)))?;
+        let quota_tpm = scenario.provider.quota.as_ref().and_then(|q| q.tpm);
+        limiters.push(evaluate(scenario, aggregate.summary(duration_s, quota_tpm)));
+    }
+    let summary = Summary {
+        schema_version: summary::SCHEMA_VERSION,
+        scenario: scenario.name.clone(),
+        mode: "live".into(),
+        seed: scenario.seed,
+        duration_s,
+        provider: provider_summary(scenario),
+        quota: quota_summary(scenario),
+        limiters,
+    };
+    writer.finish(&summary, &scenario.text)?;
+    Ok(summary)
+}
+
+/// The summary's description of the scenario's provider.
+pub fn provider_summary(s: &Scenario) -> ProviderSummary {
+    ProviderSummary {
+        kind: s.provider.kind.id().to_owned(),
+        target: s.provider.target.id().to_owned(),
+        model: s.provider.model.clone(),
+        deployment: s.provider.deployment.clone(),
+    }
+}
+
+/// The summary's description of the emulated quota (mock targets only).
+pub fn quota_summary(s: &Scenario) -> Option<QuotaSummary> {
+    if s.provider.target != super::scenario::Target::Mock {
+        return None;
+    }
+    s.provider.quota.as_ref().map(|q| QuotaSummary {
+        rpm: q.rpm,
+        tpm: q.tpm,
+    })
+}
+
+/// Evaluates the scenario's thresholds on one limiter's summary.
+pub fn evaluate(scenario: &Scenario, mut s: LimiterSummary) -> LimiterSummary {
+    s.thresholds = scenario
+        .thresholds
+        .iter()
+        .map(|t| {
+            let value = s.metric(&t.metric);
+            ThresholdResult {
+                metric: t.metric.clone(),
+                expr: t.expr.clone(),
+                value,
+                passed: value.is_some_and(|v| t.check(v)),
+            }
+        })
+        .collect();
+    s.passed = s.thresholds.iter().all(|t| t.passed);
+    s
+}
+
+/// Sends a dropped record if the request task is cut before it finishes.
+struct Unfinished {
+    record: Option<RequestRecord>,
+    tx: mpsc::UnboundedSender<RequestRecord>,
+    ctx: Arc<RequestContext>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            r.end = self.ctx.clock.now().saturating_sub(self.ctx.start);
+            r.outcome = Outcome::Dropped;
+            let _ = self.tx.send(r);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    scenario: &Scenario,
+    name: &str,
+    strategy: &str,
+    ctx: Arc<RequestContext>,
+    mut writer: ReportWriter,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+    progress: &Progress,
+) -> Result<(RunAggregate, ReportWriter), RunError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
+    let limiter_name = name.to_owned();
+    let counters = progress.counters();
+    let recorder = tokio::spawn({
+        let mut agg = RunAggregate::new(name, strategy);
+        async move {
+            let mut result = Ok(());
+            while let Some(r) = rx.recv().await {
+                counters.add(&r);
+                agg.add(&r);
+                if result.is_ok() {
+                    result = writer.request(&limiter_name, &r);
+                }
+            }
+            result.map(|()| (agg, writer))
+        }
+    });
+    let next_id = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    let spawn_request = |tasks: &mut JoinSet<()>, id: u64, phase: usize, intended: Nanos| {
+        let planned = plan(scenario, id, phase, intended);
+        let guard = Unfinished {
+            record: Some(RequestRecord {
+                request_id: id,
+                phase,
+                intended_start: intended,
+                attempts: Vec::new(),
+                first_byte: None,
+                end: intended,
+                outcome: Outcome::Dropped,
+                estimated_tokens: planned.estimated_tokens,
+                prompt_tokens: None,
+                completion_tokens: None,
+                limiter_wait: 0,
+                streamed: planned.request.stream,
+            }),
+            tx: tx.clone(),
+            ctx: ctx.clone(),
+        };
+        let ctx = ctx.clone();
+        let tx = tx.clone();
+        let seed = scenario.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        tasks.spawn(async move {
+            let mut guard = guard;
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let record = ctx.execute(planned, &mut rng).await;
+            guard.record = None;
+            let _ = tx.send(record);
+        });
+    };
+
+    // Open-loop arrivals for all open phases, in time order, against the absolute start.
+    let mut schedule = open_loop_schedule(&scenario.phases, scenario.seed).peekable();
+    let mut phase_start: Nanos = 0;
+    for (index, phase) in scenario.phases.iter().enumerate() {
+        let phase_end = phase_start + nanos(phase.duration);
+        match &phase.arrival {
+            Arrival::Closed {
+                concurrency,
+                think_time,
+            } => {
+                ctx.clock.sleep_until(ctx.start + phase_start).await;
+                let mut users = JoinSet::new();
+                for _ in 0..*concurrency {
+                    let (ctx, tx, next_id) = (ctx.clone(), tx.clone(), next_id.clone());
+                    let think = *think_time;
+                    let scenario_seed = scenario.seed;
+                    let plan_for = {
+                        let s = scenario.clone();
+                        move |id, intended| plan(&s, id, index, intended)
+                    };
+                    users.spawn(async move {
+                        loop {
+                            let now = ctx.clock.now().saturating_sub(ctx.start);
+                            if now >= phase_end {
+                                break;
+                            }
+                            let id = next_id.fetch_add(1, Ordering::Relaxed);
+                            let mut rng = rand::rngs::SmallRng::seed_from_u64(scenario_seed ^ id);
+                            let record = ctx.execute(plan_for(id, now), &mut rng).await;
+                            let _ = tx.send(record);
+                            if !think.is_zero() {
+                                ctx.clock.sleep(think).await;
+                            }
+                        }
+                    });
+                }
+                // Users stop at the phase end; each finishes its current request first.
+                tokio::select! {
+                    _ = async { while users.join_next().await.is_some() {} } => {}
+                    () = wait_for_stop(stop) => users.abort_all(),
+                }
+            }
+            _ => {
+                while let Some(&(at, p)) = schedule.peek() {
+                    if p != index {
+                        break;
+                    }
+                    schedule.next();
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    ctx.clock.sleep_until(ctx.start + at).await;
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    spawn_request(&mut tasks, id, index, at);
+                    // Reap finished tasks so the set does not grow with the run.
+                    while tasks.try_join_next().is_some() {}
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        phase_start = phase_end;
+    }
+    // Drain: in-flight requests may finish; what is left then is cut and counted dropped.
+    let drain = if stop.load(Ordering::Relaxed) {
+        Duration::from_millis(500)
+    } else {
+        opts.drain
+    };
+    let _ = tokio::time::timeout(drain, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    drop(tx);
+    let recorded = recorder.await.map_err(|e| {
+        RunError::Report(ReportError::Io {
+            path: opts.out.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })?;
+    Ok(recorded?)
+}
+
+async fn wait_for_stop(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The request with id `id`: the same in every limiter run of the scenario.
+fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedRequest {
+    let shape = scenario.workload.shape(scenario.seed, id);
+    let prompt = prompt_text(shape.prompt_tokens, shape.prompt_seed);
+    let mut request = CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
+        .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
+    request.stream = shape.stream;
+    PlannedRequest {
+        id,
+        phase,
+        intended_start: intended,
+        request,
+        estimated_tokens: shape.prompt_tokens + shape.max_tokens,
+    }
+}

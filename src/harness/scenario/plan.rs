@@ -1,0 +1,226 @@
+//! The resolved plan `hub check` prints: what a run of the scenario will do, with every
+//! default filled in and every limit resolved to the numbers the limiter will enforce, so a
+//! reader can check the arithmetic (offered load against quota) before spending a run.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::limiters::worst_case_requests;
+use super::{Arrival, Scenario, Target};
+use crate::harness::arrival::open_loop_schedule;
+use crate::limiter::backoff::BackoffKind;
+use crate::limiter::{RateLimitConfig, RateLimitType, TokenAccounting};
+
+pub(super) fn render(s: &Scenario) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_plan(&mut out, s);
+    out
+}
+
+/// A duration as a scenario would write it (`0s` rather than `0ns`).
+fn secs(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".to_owned()
+    } else {
+        format!("{d:?}")
+    }
+}
+
+fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
+    writeln!(
+        out,
+        "scenario {} ({}), seed {}, {} per limiter in {} phase(s)",
+        s.name,
+        s.origin,
+        s.seed,
+        secs(s.duration()),
+        s.phases.len()
+    )?;
+    let p = &s.provider;
+    write!(out, "provider: {} model {}", p.kind.id(), p.model)?;
+    if let Some(d) = &p.deployment {
+        write!(out, ", deployment {d}")?;
+    }
+    match p.target {
+        Target::Mock => writeln!(out, ", embedded mock (reset before each limiter)")?,
+        Target::Url => writeln!(
+            out,
+            ", url {} (key from ${}{})",
+            p.url.as_deref().unwrap_or(""),
+            p.api_key_env.as_deref().unwrap_or(""),
+            p.api_version
+                .as_deref()
+                .map(|v| format!(", api-version {v}"))
+                .unwrap_or_default()
+        )?,
+    }
+    if p.target == Target::Mock {
+        match p.quota {
+            Some(q) => {
+                let n = |v: Option<u64>| v.map_or("mock default".to_owned(), |v| v.to_string());
+                write!(out, "  quota: {} RPM, {} TPM", n(q.rpm), n(q.tpm))?;
+                if let (Some(w), Some(per)) = (q.rpm_window, q.requests_per_window()) {
+                    write!(
+                        out,
+                        ", requests enforced per {} ({per} per window)",
+                        secs(w)
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "; tokens charged at admission: prompt characters / 4 + max_tokens"
+                )?;
+            }
+            None => writeln!(out, "  quota: the mock's defaults")?,
+        }
+        match p.latency {
+            Some(l) => writeln!(
+                out,
+                "  latency: TTFT median {}, p99 {}, {} per token",
+                secs(l.ttft_median),
+                secs(l.ttft_p99),
+                secs(l.per_token)
+            )?,
+            None => writeln!(out, "  latency: zero (answers at once)")?,
+        }
+    }
+    writeln!(out, "phases:")?;
+    let mut at = Duration::ZERO;
+    let mut expected = 0.0;
+    // The schedule is deterministic: count what this seed actually schedules per phase.
+    let mut scheduled = vec![0u64; s.phases.len()];
+    for (_, phase) in open_loop_schedule(&s.phases, s.seed) {
+        scheduled[phase] += 1;
+    }
+    for (i, ph) in s.phases.iter().enumerate() {
+        let end = at + ph.duration;
+        let what = match ph.arrival {
+            Arrival::Poisson { rate } => format!("poisson, mean {:.3}/s", rate.per_second()),
+            Arrival::Constant { rate } => format!("constant {:.3}/s", rate.per_second()),
+            Arrival::Gamma { rate, burstiness } => format!(
+                "gamma, mean {:.3}/s, burstiness (cv) {burstiness}",
+                rate.per_second()
+            ),
+            Arrival::Closed {
+                concurrency,
+                think_time,
+            } => format!(
+                "closed loop, {concurrency} users, think time {}",
+                secs(think_time)
+            ),
+        };
+        let count = ph
+            .expected_requests()
+            .map(|n| {
+                format!(
+                    ", ~{n:.0} requests expected, {} scheduled by this seed",
+                    scheduled[i]
+                )
+            })
+            .unwrap_or_default();
+        expected += ph.expected_requests().unwrap_or(0.0);
+        writeln!(out, "  [{i}] {}..{}: {what}{count}", secs(at), secs(end))?;
+        at = end;
+    }
+    if s.phases.iter().any(|p| p.arrival.is_open_loop()) {
+        writeln!(
+            out,
+            "  open loop offers {} requests per limiter run (~{expected:.0} expected)",
+            scheduled.iter().sum::<u64>()
+        )?;
+    }
+    let w = &s.workload;
+    writeln!(
+        out,
+        "workload: prompt {}; max_tokens {}; output {}; {:.0}% streamed",
+        w.prompt_tokens,
+        w.max_tokens,
+        w.output_tokens,
+        w.stream * 100.0
+    )?;
+    let b = &s.retry.backoff;
+    writeln!(
+        out,
+        "retry: up to {} retries, {} backoff base {} cap {}, server retry-after honoured up to {}",
+        s.retry.max_retries,
+        backoff_kind(b.kind),
+        secs(b.base),
+        secs(b.cap),
+        secs(b.retry_after_cap)
+    )?;
+    writeln!(
+        out,
+        "limiters (each runs all phases in turn, same seed, key {}):",
+        s.limit_key()
+    )?;
+    for l in &s.limiters {
+        match &l.limit {
+            None => writeln!(out, "  {}: none (no limiter, retries only)", l.name)?,
+            Some(cfg) => writeln!(
+                out,
+                "  {}: {} {}",
+                l.name,
+                l.strategy_name(),
+                describe_limit(cfg, s)
+            )?,
+        }
+    }
+    if s.thresholds.is_empty() {
+        writeln!(out, "thresholds: none")?;
+    } else {
+        let list: Vec<String> = s.thresholds.iter().map(|t| t.to_string()).collect();
+        writeln!(out, "thresholds (per limiter): {}", list.join(", "))?;
+    }
+    for w in &s.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    Ok(())
+}
+
+fn describe_limit(cfg: &RateLimitConfig, s: &Scenario) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for d in cfg.dimensions().unwrap_or_default() {
+        let what = match d.kind {
+            RateLimitType::RequestsPerSecond => format!("{} RPS", d.amount),
+            RateLimitType::RequestsPerMinute => format!("{} RPM", d.amount),
+            RateLimitType::RequestsPer(w) => format!("{} requests/{}", d.amount, secs(w)),
+            RateLimitType::TokensPerMinute => format!("{} TPM", d.amount),
+            RateLimitType::TokensPer(w) => format!("{} tokens/{}", d.amount, secs(w)),
+            RateLimitType::Concurrent => format!("{} concurrent", d.amount),
+        };
+        if d.kind == RateLimitType::Concurrent || d.burst == d.amount {
+            parts.push(what);
+        } else {
+            parts.push(format!("{what} (burst {})", d.burst));
+        }
+    }
+    let mut out = parts.join(", ");
+    write!(
+        out,
+        "; headroom {}, accounting {}",
+        cfg.headroom,
+        match cfg.accounting {
+            TokenAccounting::Actual => "actual",
+            TokenAccounting::Estimate => "estimate",
+        }
+    )
+    .ok();
+    if let Some(w) = cfg.max_wait {
+        write!(out, ", max wait {}", secs(w)).ok();
+    }
+    if let Some(window) = s.provider.quota.and_then(|q| q.rpm_window) {
+        if let Some(n) = worst_case_requests(cfg, window) {
+            write!(out, "; at most {n} requests in any {}", secs(window)).ok();
+        }
+    }
+    out
+}
+
+fn backoff_kind(k: BackoffKind) -> &'static str {
+    match k {
+        BackoffKind::Exponential => "exponential",
+        BackoffKind::FullJitter => "full_jitter",
+        BackoffKind::DecorrelatedJitter => "decorrelated_jitter",
+    }
+}

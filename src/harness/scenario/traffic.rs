@@ -1,0 +1,292 @@
+//! Checks of what is sent and when: phases and their arrival processes, the workload and
+//! its token distributions. Which fields a process or distribution takes is decided here,
+//! so a field given to the wrong one is named in the error.
+
+use std::time::Duration;
+
+use super::error::Problem;
+use super::raw::{RawArrival, RawDist, RawDistKind, RawPhase, RawProcess, RawWorkload};
+use super::validate::not_used;
+use super::{Arrival, Phase, ProviderSpec, Target, TokenDist, Workload};
+
+/// Highest open-loop arrival rate accepted, requests per second.
+const MAX_RATE_PER_SECOND: f64 = 100_000.0;
+/// Most closed-loop users accepted.
+const MAX_CONCURRENCY: u32 = 100_000;
+/// Largest gamma burstiness (coefficient of variation) accepted.
+const MAX_BURSTINESS: f64 = 10.0;
+/// Workload defaults when the `[workload]` table leaves a field out.
+const DEFAULT_PROMPT_TOKENS: u64 = 100;
+const DEFAULT_MAX_TOKENS: u64 = 100;
+
+pub(super) fn phases(raw: &[RawPhase], total: Option<Duration>) -> Result<Vec<Phase>, Problem> {
+    if raw.is_empty() {
+        return Err(Problem::new(
+            "phase",
+            "at least one [[phase]] is required, e.g. duration = \"10s\" and arrival = { process = \"poisson\", rate = \"5/s\" }",
+        ));
+    }
+    let missing: Vec<usize> = (0..raw.len())
+        .filter(|&i| raw[i].duration.is_none())
+        .collect();
+    if let Some(&second) = missing.get(1) {
+        return Err(Problem::new(
+            format!("phase[{second}].duration"),
+            "required: only one phase may leave out its duration (it takes what remains of the top-level duration)",
+        ));
+    }
+    let mut given = Duration::ZERO;
+    for (i, p) in raw.iter().enumerate() {
+        if let Some(d) = p.duration {
+            if d.is_zero() {
+                return Err(Problem::new(
+                    format!("phase[{i}].duration"),
+                    "must be longer than zero",
+                ));
+            }
+            given += d;
+        }
+    }
+    let remainder = match (missing.first(), total) {
+        (Some(&i), None) => return Err(Problem::new(
+            format!("phase[{i}].duration"),
+            "required (or set the top-level duration; this phase then takes what the others leave)",
+        )),
+        (Some(&i), Some(total)) if total <= given => {
+            return Err(Problem::new(
+                "duration",
+                format!(
+                    "{total:?} leaves nothing for phase[{i}] after the other phases' {given:?}"
+                ),
+            ))
+        }
+        (Some(_), Some(total)) => total - given,
+        (None, Some(total)) if total != given => {
+            return Err(Problem::new(
+                "duration",
+                format!("{total:?} does not match the phases' total {given:?}"),
+            ))
+        }
+        (None, _) => Duration::ZERO,
+    };
+    raw.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok(Phase {
+                duration: p.duration.unwrap_or(remainder),
+                arrival: arrival(i, &p.arrival)?,
+            })
+        })
+        .collect()
+}
+
+fn arrival(i: usize, a: &RawArrival) -> Result<Arrival, Problem> {
+    let field = |f: &str| format!("phase[{i}].arrival.{f}");
+    let process = match a.process {
+        RawProcess::Poisson => "poisson",
+        RawProcess::Constant => "constant",
+        RawProcess::Gamma => "gamma",
+        RawProcess::Closed => "closed",
+    };
+    let why = format!("by process = \"{process}\"");
+    if a.process == RawProcess::Closed {
+        not_used(field("rate"), a.rate.is_some(), &why)?;
+        not_used(field("burstiness"), a.burstiness.is_some(), &why)?;
+        let concurrency = a.concurrency.ok_or_else(|| {
+            Problem::new(field("concurrency"), "required for process = \"closed\"")
+        })?;
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(Problem::new(
+                field("concurrency"),
+                format!("{concurrency} must be within 1..={MAX_CONCURRENCY}"),
+            ));
+        }
+        return Ok(Arrival::Closed {
+            concurrency,
+            think_time: a.think_time.unwrap_or(Duration::ZERO),
+        });
+    }
+    not_used(field("concurrency"), a.concurrency.is_some(), &why)?;
+    not_used(field("think_time"), a.think_time.is_some(), &why)?;
+    let rate = a.rate.ok_or_else(|| {
+        Problem::new(
+            field("rate"),
+            format!("required for process = \"{process}\", e.g. rate = \"10/s\""),
+        )
+    })?;
+    if rate.per_second() > MAX_RATE_PER_SECOND {
+        return Err(Problem::new(
+            field("rate"),
+            format!("{rate} is above the maximum of {MAX_RATE_PER_SECOND}/s"),
+        ));
+    }
+    let poisson = match a.process {
+        RawProcess::Poisson => true,
+        RawProcess::Constant => false,
+        RawProcess::Gamma => {
+            let burstiness = a.burstiness.ok_or_else(|| {
+                Problem::new(
+                    field("burstiness"),
+                    "required for process = \"gamma\" (the inter-arrival coefficient of variation; 1 = poisson)",
+                )
+            })?;
+            if !(burstiness > 0.0 && burstiness <= MAX_BURSTINESS) {
+                return Err(Problem::new(
+                    field("burstiness"),
+                    format!("{burstiness} must be within (0, {MAX_BURSTINESS}]"),
+                ));
+            }
+            return Ok(Arrival::Gamma { rate, burstiness });
+        }
+        // Handled (and returned) before the open-loop checks.
+        RawProcess::Closed => false,
+    };
+    not_used(field("burstiness"), a.burstiness.is_some(), &why)?;
+    Ok(if poisson {
+        Arrival::Poisson { rate }
+    } else {
+        Arrival::Constant { rate }
+    })
+}
+
+pub(super) fn workload(w: &RawWorkload, provider: &ProviderSpec) -> Result<Workload, Problem> {
+    let max_tokens = w.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    if max_tokens == 0 {
+        return Err(Problem::new("workload.max_tokens", "must be at least 1"));
+    }
+    let prompt_tokens = match &w.prompt_tokens {
+        Some(d) => dist("workload.prompt_tokens", d)?,
+        None => TokenDist::Constant {
+            value: DEFAULT_PROMPT_TOKENS,
+        },
+    };
+    if provider.target == Target::Url && w.output_tokens.is_some() {
+        return Err(Problem::new(
+            "workload.output_tokens",
+            "not used by target = \"url\" (a real server decides completion lengths; only for target = \"mock\")",
+        ));
+    }
+    let output_tokens = match &w.output_tokens {
+        Some(d) => dist("workload.output_tokens", d)?,
+        None => TokenDist::Constant { value: max_tokens },
+    };
+    match output_tokens {
+        TokenDist::Normal { .. } => {
+            return Err(Problem::new(
+                "workload.output_tokens.dist",
+                "\"normal\" is not supported for output lengths (the mock draws them): use constant, uniform or lognormal",
+            ))
+        }
+        TokenDist::LogNormal { min, .. } if min > 1 => {
+            return Err(Problem::new(
+                "workload.output_tokens.min",
+                format!("{min}: output lengths are clamped at 1 by the mock; leave min out"),
+            ))
+        }
+        _ => {}
+    }
+    let stream = w.stream.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&stream) {
+        return Err(Problem::new(
+            "workload.stream",
+            format!("{stream} must be a fraction within 0..=1"),
+        ));
+    }
+    Ok(Workload {
+        prompt_tokens,
+        max_tokens,
+        output_tokens,
+        stream,
+    })
+}
+
+fn dist(path: &str, raw: &RawDist) -> Result<TokenDist, Problem> {
+    let field = |f: &str| format!("{path}.{f}");
+    let t = match raw {
+        RawDist::Count(0) => return Err(Problem::new(path, "must be at least 1 token")),
+        RawDist::Count(value) => return Ok(TokenDist::Constant { value: *value }),
+        RawDist::Table(t) => t,
+    };
+    let name = match t.dist {
+        RawDistKind::Constant => "constant",
+        RawDistKind::Uniform => "uniform",
+        RawDistKind::Normal => "normal",
+        RawDistKind::LogNormal => "lognormal",
+    };
+    let why = format!("by dist = \"{name}\"");
+    let required = |f: &str| Problem::new(field(f), format!("required for dist = \"{name}\""));
+    match t.dist {
+        RawDistKind::Constant => {
+            for (f, present) in [
+                ("min", t.min.is_some()),
+                ("max", t.max.is_some()),
+                ("mean", t.mean.is_some()),
+                ("stdev", t.stdev.is_some()),
+            ] {
+                not_used(field(f), present, &why)?;
+            }
+            match t.value {
+                None => Err(required("value")),
+                Some(0) => Err(Problem::new(field("value"), "must be at least 1 token")),
+                Some(value) => Ok(TokenDist::Constant { value }),
+            }
+        }
+        RawDistKind::Uniform => {
+            for (f, present) in [
+                ("value", t.value.is_some()),
+                ("mean", t.mean.is_some()),
+                ("stdev", t.stdev.is_some()),
+            ] {
+                not_used(field(f), present, &why)?;
+            }
+            let min = t.min.ok_or_else(|| required("min"))?;
+            let max = t.max.ok_or_else(|| required("max"))?;
+            if max < min || max == 0 {
+                return Err(Problem::new(
+                    field("max"),
+                    format!("{max} must be at least min {min} and at least 1"),
+                ));
+            }
+            Ok(TokenDist::Uniform { min, max })
+        }
+        RawDistKind::Normal | RawDistKind::LogNormal => {
+            not_used(field("value"), t.value.is_some(), &why)?;
+            let mean = t.mean.ok_or_else(|| required("mean"))?;
+            let stdev = t.stdev.ok_or_else(|| required("stdev"))?;
+            if !(mean.is_finite() && mean > 0.0) {
+                return Err(Problem::new(field("mean"), format!("{mean} must be > 0")));
+            }
+            if !(stdev.is_finite() && stdev >= 0.0) {
+                return Err(Problem::new(
+                    field("stdev"),
+                    format!("{stdev} must be >= 0"),
+                ));
+            }
+            let min = t.min.unwrap_or(1);
+            let max = t.max;
+            if let Some(max) = max {
+                if max < min || max == 0 {
+                    return Err(Problem::new(
+                        field("max"),
+                        format!("{max} must be at least min {min} and at least 1"),
+                    ));
+                }
+            }
+            Ok(if t.dist == RawDistKind::Normal {
+                TokenDist::Normal {
+                    mean,
+                    stdev,
+                    min,
+                    max,
+                }
+            } else {
+                TokenDist::LogNormal {
+                    mean,
+                    stdev,
+                    min,
+                    max,
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! From text to a checked [`Scenario`]: parse, deserialize with paths, then check what the
+//! types cannot say (which fields a process or distribution takes, ranges, provider rules)
+//! and fill defaults. Every failure becomes a [`ScenarioError`] naming line and field.
+
+use std::time::Duration;
+
+use toml::de::DeTable;
+
+use super::error::{serde_path, syntax_field, Locator, Problem, ScenarioError};
+use super::limiters::{limiters, retry, thresholds, warnings};
+use super::raw::{RawProvider, RawQuota, RawScenario};
+use super::traffic::{phases, workload};
+use super::{LatencySpec, ProviderKind, ProviderSpec, Quota, Scenario, Target};
+use crate::provider::config::AZURE_DEFAULT_API_VERSION;
+
+/// Azure's default short window for RPM.
+const AZURE_RPM_WINDOW: Duration = Duration::from_secs(10);
+
+pub(super) fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+    let root = DeTable::parse(text).map_err(|first| {
+        // The parser recovers and reports every error; the earliest is the cause (an
+        // unterminated string is reported where the line ends, not where the parse of
+        // the next line then fails).
+        let (_, errors) = DeTable::parse_recoverable(text);
+        let e = errors
+            .iter()
+            .min_by_key(|e| e.span().map_or(usize::MAX, |s| s.start))
+            .unwrap_or(&first);
+        let offset = e.span().map_or(0, |s| s.start);
+        Locator::new(origin, text, None).at(
+            offset,
+            syntax_field(text, offset),
+            format!("invalid TOML: {}", e.message()),
+        )
+    })?;
+    let loc = Locator::new(origin, text, Some(&root));
+    let de = toml::Deserializer::from(root.clone());
+    let raw: RawScenario = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut field = serde_path(e.path());
+        let inner = e.inner();
+        let message = inner.message().to_owned();
+        // serde names an unknown or missing key in the message, at its table's path.
+        for prefix in ["unknown field `", "missing field `"] {
+            if let Some(key) = message
+                .strip_prefix(prefix)
+                .and_then(|r| r.split('`').next())
+            {
+                if field == key || field.ends_with(&format!(".{key}")) {
+                    continue;
+                }
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(key);
+            }
+        }
+        let offset = inner
+            .span()
+            .map_or_else(|| loc.offset_of(&field), |s| s.start);
+        loc.at(offset, field, message)
+    })?;
+    build(raw, &loc, text, origin).map_err(|p| loc.error(p))
+}
+
+fn build(
+    raw: RawScenario,
+    loc: &Locator<'_>,
+    text: &str,
+    origin: &str,
+) -> Result<Scenario, Problem> {
+    let name = check_name("name", &raw.name)?;
+    let provider = provider(&raw.provider)?;
+    let phases = phases(&raw.phases, raw.duration)?;
+    let workload = workload(&raw.workload, &provider)?;
+    let retry = retry(&raw.retry, loc)?;
+    let limiters = limiters(&raw.limiters, &retry)?;
+    let thresholds = thresholds(&raw.thresholds, &provider)?;
+    let warnings = warnings(&provider, &workload, &limiters);
+    Ok(Scenario {
+        name,
+        seed: raw.seed,
+        provider,
+        phases,
+        workload,
+        limiters,
+        retry,
+        thresholds,
+        warnings,
+        text: text.to_owned(),
+        origin: origin.to_owned(),
+    })
+}
+
+/// Names become directory names and CSV cells: keep them to a safe alphabet.
+pub(super) fn check_name(path: &str, name: &str) -> Result<String, Problem> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(Problem::new(
+            path,
+            format!(
+                "invalid name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+            ),
+        ))
+    }
+}
+
+pub(super) fn not_used(path: String, present: bool, why: &str) -> Result<(), Problem> {
+    if present {
+        Err(Problem::new(path, format!("not used {why}")))
+    } else {
+        Ok(())
+    }
+}
+
+fn provider(p: &RawProvider) -> Result<ProviderSpec, Problem> {
+    let field = |f: &str| format!("provider.{f}");
+    if p.model.trim().is_empty() {
+        return Err(Problem::new(field("model"), "must not be empty"));
+    }
+    let deployment = match (p.kind, &p.deployment) {
+        (ProviderKind::Openai, Some(_)) => {
+            return Err(Problem::new(
+                field("deployment"),
+                "only for kind = \"azure\"",
+            ))
+        }
+        (ProviderKind::Openai, None) => None,
+        (ProviderKind::Azure, Some(d)) if d.trim().is_empty() => {
+            return Err(Problem::new(field("deployment"), "must not be empty"))
+        }
+        (ProviderKind::Azure, Some(d)) => Some(d.clone()),
+        (ProviderKind::Azure, None) => Some(p.model.clone()),
+    };
+    if p.kind == ProviderKind::Openai {
+        not_used(
+            field("api_version"),
+            p.api_version.is_some(),
+            "by kind = \"openai\" (Azure only)",
+        )?;
+    }
+    let mut spec = ProviderSpec {
+        kind: p.kind,
+        target: p.target,
+        model: p.model.clone(),
+        deployment,
+        url: None,
+        api_key_env: None,
+        api_version: None,
+        quota: None,
+        latency: None,
+    };
+    match p.target {
+        Target::Mock => {
+            let why = "by target = \"mock\" (only for target = \"url\")";
+            not_used(field("url"), p.url.is_some(), why)?;
+            not_used(field("api_key_env"), p.api_key_env.is_some(), why)?;
+            not_used(field("api_version"), p.api_version.is_some(), why)?;
+            spec.quota = p.quota.as_ref().map(|q| quota(p.kind, q)).transpose()?;
+            spec.latency = p.latency.as_ref().map(latency).transpose()?;
+        }
+        Target::Url => {
+            let why = "by target = \"url\" (a real server has its own; only for target = \"mock\")";
+            not_used(field("quota"), p.quota.is_some(), why)?;
+            not_used(field("latency"), p.latency.is_some(), why)?;
+            let url = p
+                .url
+                .as_deref()
+                .ok_or_else(|| Problem::new(field("url"), "required for target = \"url\""))?;
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| Problem::new(field("url"), format!("invalid URL {url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(Problem::new(
+                    field("url"),
+                    format!("invalid URL {url:?}: must start with http:// or https://"),
+                ));
+            }
+            spec.url = Some(url.to_owned());
+            let env = p.api_key_env.clone().unwrap_or_else(|| {
+                match p.kind {
+                    ProviderKind::Openai => "OPENAI_API_KEY",
+                    ProviderKind::Azure => "AZURE_OPENAI_API_KEY",
+                }
+                .to_owned()
+            });
+            let env_ok = !env.is_empty()
+                && !env.starts_with(|c: char| c.is_ascii_digit())
+                && env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !env_ok {
+                return Err(Problem::new(
+                    field("api_key_env"),
+                    format!("invalid environment variable name {env:?}"),
+                ));
+            }
+            spec.api_key_env = Some(env);
+            if p.kind == ProviderKind::Azure {
+                let v = p
+                    .api_version
+                    .clone()
+                    .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned());
+                if v.trim().is_empty() {
+                    return Err(Problem::new(field("api_version"), "must not be empty"));
+                }
+                spec.api_version = Some(v);
+            }
+        }
+    }
+    Ok(spec)
+}
+
+fn latency(l: &super::raw::RawLatency) -> Result<LatencySpec, Problem> {
+    let ttft_p99 = l.ttft_p99.unwrap_or(l.ttft_median);
+    if ttft_p99 < l.ttft_median {
+        return Err(Problem::new(
+            "provider.latency.ttft_p99",
+            format!("{ttft_p99:?} is below ttft_median {:?}", l.ttft_median),
+        ));
+    }
+    Ok(LatencySpec {
+        ttft_median: l.ttft_median,
+        ttft_p99,
+        per_token: l.per_token.unwrap_or(Duration::ZERO),
+    })
+}
+
+fn quota(kind: ProviderKind, q: &RawQuota) -> Result<Quota, Problem> {
+    let field = |f: &str| format!("provider.quota.{f}");
+    for (name, v) in [("rpm", q.rpm), ("tpm", q.tpm)] {
+        if v == Some(0) {
+            return Err(Problem::new(field(name), "must be at least 1"));
+        }
+    }
+    match kind {
+        ProviderKind::Openai => {
+            not_used(
+                field("rpm_window"),
+                q.rpm_window.is_some(),
+                "by kind = \"openai\" (OpenAI quotas replenish per minute; Azure only)",
+            )?;
+            Ok(Quota {
+                rpm: q.rpm,
+                tpm: q.tpm,
+                rpm_window: None,
+            })
+        }
+        ProviderKind::Azure => {
+            let tpm = q.tpm.ok_or_else(|| {
+                Problem::new(
+                    field("tpm"),
+                    "required for kind = \"azure\": a deployment's quota is its TPM",
+                )
+            })?;
+            let rpm = match q.rpm {
+                Some(rpm) => rpm,
+                None => match tpm.saturating_mul(6) / 1000 {
+                    0 => {
+                        return Err(Problem::new(
+                            field("tpm"),
+                            format!("{tpm} TPM gives 0 RPM at 6 RPM per 1000 TPM: use at least 167 or set rpm"),
+                        ))
+                    }
+                    rpm => rpm,
+                },
+            };
+            let window = q.rpm_window.unwrap_or(AZURE_RPM_WINDOW);
+            if window.is_zero() || window > Duration::from_secs(60) {
+                return Err(Problem::new(
+                    field("rpm_window"),
+                    format!("{window:?} must be within (0, 60s]"),
+                ));
+            }
+            Ok(Quota {
+                rpm: Some(rpm),
+                tpm: Some(tpm),
+                rpm_window: Some(window),
+            })
+        }
+    }
+}

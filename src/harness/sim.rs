@@ -1,0 +1,517 @@
+//! `hub simulate`: the same scenario and report as a live run, in virtual time.
+//!
+//! A discrete-event simulation — an event queue ordered by (virtual time, sequence), one
+//! seeded RNG — runs the real limiter code ([`KeyedLimiter`] on a [`ManualClock`]), the mock
+//! crate's real quota engine (`mock_providers::quota`) and its latency and output-length
+//! models, and the same retry rules as the live runner. No sockets, no sleeping: an hour of
+//! traffic takes a second or two, and the same seed gives byte-identical reports.
+//!
+//! Where it differs from a live run (documented in `reports/README.md`): no network or
+//! scheduling delay (a 429 is answered at the instant of sending); the server's prompt
+//! estimate uses the prompt generator's measured characters per token instead of the real
+//! text; the per-token latency of a response is its mean rather than a sum of draws; limiter
+//! waiters are served strictly FIFO at exact instants.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mock_providers::generation::LatencyModel;
+use mock_providers::quota::{AzureLimits, AzureQuota, Decision, OpenAiLimits, OpenAiQuota, QuotaEngine, QuotaSnapshot, Replenish};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use rustc_hash::FxHashMap;
+
+use crate::clock::{nanos, ManualClock, Nanos};
+use crate::limiter::backoff::RetryPolicy;
+use crate::limiter::{BackoffConfig, Cost, Denial, ErrorInfo, KeyedLimiter, LimitKey, Permit, ResponseMeta};
+
+use super::arrival::{open_loop_schedule, Arrival};
+use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
+use super::report::{ReportError, ReportWriter};
+use super::runner::{evaluate, provider_summary, quota_summary, RunError};
+use super::scenario::{ProviderKind, Scenario};
+use super::summary::{self, Summary};
+use super::target::mock_config;
+use super::workload::{prompt_text, RequestShape};
+
+/// How `hub simulate` runs.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// The report directory.
+    pub out: PathBuf,
+    /// Run only the limiter with this name.
+    pub limiter: Option<String>,
+    /// Whether to write `requests.csv`.
+    pub requests_csv: bool,
+    /// Virtual time after the last arrival during which requests may still finish.
+    pub drain: Duration,
+}
+
+/// Simulates `scenario` and writes the same report files as a live run.
+pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunError> {
+    let specs: Vec<_> = scenario
+        .limiters
+        .iter()
+        .filter(|l| opts.limiter.as_ref().is_none_or(|n| *n == l.name))
+        .collect();
+    if let (Some(name), true) = (&opts.limiter, specs.is_empty()) {
+        return Err(RunError::UnknownLimiter(name.clone()));
+    }
+    let mut writer = ReportWriter::create(&opts.out, opts.requests_csv)?;
+    let duration = scenario.duration();
+    let chars_per_token = chars_per_token(scenario.seed);
+    let mut limiters = Vec::new();
+    for spec in specs {
+        let clock = ManualClock::new(0);
+        let limiter = match scenario.limiter_config(spec) {
+            Some(cfg) => Some(Arc::new(
+                KeyedLimiter::new(cfg, Arc::new(clock.clone()))
+                    .map_err(|source| RunError::Limiter {
+                        name: spec.name.clone(),
+                        source,
+                    })?
+                    .with_seed(scenario.seed),
+            )),
+            None => None,
+        };
+        let mut sim = Sim::new(scenario, clock, limiter, chars_per_token, &spec.name, spec.strategy_name());
+        sim.run(&mut writer, nanos(duration + opts.drain))?;
+        let mut agg = sim.agg;
+        writer.timeseries(&spec.name, agg.seconds(duration.as_secs().max(1)))?;
+        let quota_tpm = scenario.provider.quota.as_ref().and_then(|q| q.tpm);
+        limiters.push(evaluate(scenario, agg.summary(duration.as_secs_f64(), quota_tpm)));
+    }
+    let summary = Summary {
+        schema_version: summary::SCHEMA_VERSION,
+        scenario: scenario.name.clone(),
+        mode: "simulated".into(),
+        seed: scenario.seed,
+        duration_s: duration.as_secs_f64(),
+        provider: provider_summary(scenario),
+        quota: quota_summary(scenario),
+        limiters,
+    };
+    writer.finish(&summary, &scenario.text)?;
+    Ok(summary)
+}
+
+/// Characters per token of the generated prompts, measured once on a sample.
+fn chars_per_token(seed: u64) -> f64 {
+    let sample = prompt_text(2_000, seed);
+    (sample.chars().count() as f64 / 2_000.0).max(1.0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// The next open-loop arrival.
+    Arrival { phase: usize },
+    /// A closed-loop user issues its next request.
+    User { phase: usize },
+    /// The head of the limiter queue may fit now.
+    Head,
+    /// A response completes.
+    Complete { id: u64 },
+    /// A request's backoff is over: it queues for the limiter again.
+    Retry { id: u64 },
+}
+
+#[derive(Debug)]
+struct InFlight {
+    record: RequestRecord,
+    shape: RequestShape,
+    permit: Option<Permit>,
+    queued_at: Nanos,
+    user_phase: Option<usize>,
+    usage: Option<(u64, u64)>,
+    meta: ResponseMeta,
+}
+
+struct Sim<'a> {
+    s: &'a Scenario,
+    clock: ManualClock,
+    limiter: Option<Arc<KeyedLimiter>>,
+    max_wait: Option<Nanos>,
+    key: LimitKey,
+    retry: RetryPolicy,
+    server: Box<dyn QuotaEngine>,
+    azure: bool,
+    latency: LatencyModel,
+    mean_per_token: Duration,
+    chars_per_token: f64,
+    events: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+    seq: u64,
+    next_id: u64,
+    arrivals: Box<dyn Iterator<Item = (Nanos, usize)> + 'a>,
+    requests: FxHashMap<u64, InFlight>,
+    queue: VecDeque<u64>,
+    head_at: Option<Nanos>,
+    rng: SmallRng,
+    agg: RunAggregate,
+}
+
+impl<'a> Sim<'a> {
+    fn new(s: &'a Scenario, clock: ManualClock, limiter: Option<Arc<KeyedLimiter>>, chars_per_token: f64, name: &str, strategy: &str) -> Self {
+        let key = s.limit_key();
+        let max_wait = limiter
+            .as_ref()
+            .and_then(|l| l.config().config_for(&key).and_then(|c| c.max_wait))
+            .map(nanos);
+        let quota_rpm = s.provider.quota.as_ref().and_then(|q| q.rpm);
+        let mock = mock_config(s);
+        let (server, azure): (Box<dyn QuotaEngine>, bool) = match s.provider.kind {
+            ProviderKind::Openai => {
+                let m = &mock.models[0];
+                (
+                    Box::new(OpenAiQuota::new(OpenAiLimits {
+                        rpm: m.rpm,
+                        tpm: m.tpm,
+                        replenish: Replenish::Continuous,
+                    })),
+                    false,
+                )
+            }
+            ProviderKind::Azure => {
+                let d = &mock.deployments[0];
+                let mut limits = AzureLimits::from_tpm(d.tpm, d.rpm_window);
+                if let Some(rpm) = quota_rpm {
+                    limits.rpm = rpm;
+                }
+                (Box::new(AzureQuota::new(limits)), true)
+            }
+        };
+        let l = &mock.latency;
+        let mean_per_token = if l.zero {
+            Duration::ZERO
+        } else {
+            l.per_token.mul_f64((l.per_token_sigma * l.per_token_sigma / 2.0).exp())
+        };
+        Self {
+            s,
+            clock,
+            limiter,
+            max_wait,
+            key,
+            retry: BackoffConfig {
+                max_retries: s.retry.max_retries,
+                ..s.retry.backoff.clone()
+            }
+            .policy(),
+            server,
+            azure,
+            latency: LatencyModel::new(&mock.latency),
+            mean_per_token,
+            chars_per_token,
+            events: BinaryHeap::new(),
+            seq: 0,
+            next_id: 0,
+            arrivals: Box::new(open_loop_schedule(&s.phases, s.seed)),
+            requests: FxHashMap::default(),
+            queue: VecDeque::new(),
+            head_at: None,
+            rng: SmallRng::seed_from_u64(s.seed),
+            agg: RunAggregate::new(name, strategy),
+        }
+    }
+
+    fn push(&mut self, at: Nanos, e: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq, e)));
+    }
+
+    fn next_arrival(&mut self) {
+        if let Some((at, phase)) = self.arrivals.next() {
+            self.push(at, Event::Arrival { phase });
+        }
+    }
+
+    fn run(&mut self, writer: &mut ReportWriter, end: Nanos) -> Result<(), ReportError> {
+        self.next_arrival();
+        let mut phase_start = 0;
+        for (index, phase) in self.s.phases.iter().enumerate() {
+            if let Arrival::Closed { concurrency, .. } = phase.arrival {
+                for _ in 0..concurrency {
+                    self.push(phase_start, Event::User { phase: index });
+                }
+            }
+            phase_start += nanos(phase.duration);
+        }
+        while let Some(Reverse((t, _, event))) = self.events.pop() {
+            if t > end {
+                break;
+            }
+            self.clock.set(t);
+            match event {
+                Event::Arrival { phase } => {
+                    self.next_arrival();
+                    self.arrive(t, phase, None, writer)?;
+                }
+                Event::User { phase } => {
+                    if t < self.phase_end(phase) {
+                        self.arrive(t, phase, Some(phase), writer)?;
+                    }
+                }
+                Event::Head => {
+                    if self.head_at == Some(t) {
+                        self.head_at = None;
+                        self.serve_queue(t, writer)?;
+                    }
+                }
+                Event::Complete { id } => self.complete(t, id, writer)?,
+                Event::Retry { id } => self.enqueue(t, id, writer)?,
+            }
+        }
+        // What is left at the end of the drain was cut: dropped.
+        let mut left: Vec<u64> = self.requests.keys().copied().collect();
+        left.sort_unstable();
+        for id in left {
+            if let Some(mut r) = self.requests.remove(&id) {
+                r.record.outcome = Outcome::Dropped;
+                r.record.end = end;
+                self.finish_record(r.record, writer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn phase_end(&self, phase: usize) -> Nanos {
+        self.s.phases[..=phase].iter().map(|p| nanos(p.duration)).sum()
+    }
+
+    fn arrive(&mut self, t: Nanos, phase: usize, user: Option<usize>, writer: &mut ReportWriter) -> Result<(), ReportError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let shape = self.s.workload.shape(self.s.seed, id);
+        let record = RequestRecord {
+            request_id: id,
+            phase,
+            intended_start: t,
+            attempts: Vec::new(),
+            first_byte: None,
+            end: t,
+            outcome: Outcome::Dropped,
+            estimated_tokens: shape.prompt_tokens + shape.max_tokens,
+            prompt_tokens: None,
+            completion_tokens: None,
+            limiter_wait: 0,
+            streamed: shape.stream,
+        };
+        self.requests.insert(
+            id,
+            InFlight {
+                record,
+                shape,
+                permit: None,
+                queued_at: t,
+                user_phase: user,
+                usage: None,
+                meta: ResponseMeta::default(),
+            },
+        );
+        self.enqueue(t, id, writer)
+    }
+
+    fn enqueue(&mut self, t: Nanos, id: u64, writer: &mut ReportWriter) -> Result<(), ReportError> {
+        if self.limiter.is_none() {
+            return self.send(t, id, writer);
+        }
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.queued_at = t;
+        }
+        self.queue.push_back(id);
+        if self.queue.len() == 1 {
+            self.serve_queue(t, writer)?;
+        }
+        Ok(())
+    }
+
+    fn wake_head(&mut self, at: Nanos) {
+        if self.queue.is_empty() || self.head_at.is_some_and(|h| h <= at) {
+            return;
+        }
+        self.head_at = Some(at);
+        self.push(at, Event::Head);
+    }
+
+    /// Admits queued requests in order while the limiter lets them through.
+    fn serve_queue(&mut self, t: Nanos, writer: &mut ReportWriter) -> Result<(), ReportError> {
+        let Some(limiter) = self.limiter.clone() else {
+            return Ok(());
+        };
+        while let Some(&id) = self.queue.front() {
+            let Some(r) = self.requests.get(&id) else {
+                self.queue.pop_front();
+                continue;
+            };
+            let waited = t - r.queued_at;
+            match limiter.try_acquire_now(&self.key, Cost::request(r.record.estimated_tokens)) {
+                Ok(permit) => {
+                    self.queue.pop_front();
+                    if let Some(r) = self.requests.get_mut(&id) {
+                        r.record.limiter_wait += waited;
+                        r.permit = Some(permit);
+                    }
+                    self.send(t, id, writer)?;
+                }
+                Err(Denial::Wait { retry_after, .. } | Denial::Paused { retry_after }) => {
+                    let wait = nanos(retry_after);
+                    if self.max_wait.is_some_and(|m| waited + wait > m) {
+                        self.queue.pop_front();
+                        self.give_up(t, id, waited, writer)?;
+                        continue;
+                    }
+                    self.wake_head(t + wait);
+                    return Ok(());
+                }
+                // A slot frees at a completion, which wakes the head.
+                Err(Denial::Saturated { .. } | Denial::Queued { .. }) => return Ok(()),
+                Err(Denial::Exceeds { .. } | Denial::Unavailable { .. }) => {
+                    self.queue.pop_front();
+                    self.give_up(t, id, waited, writer)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn give_up(&mut self, t: Nanos, id: u64, waited: Nanos, writer: &mut ReportWriter) -> Result<(), ReportError> {
+        if let Some(mut r) = self.requests.remove(&id) {
+            r.record.limiter_wait += waited;
+            r.record.end = t;
+            if r.record.attempts.is_empty() {
+                r.record.outcome = Outcome::Dropped;
+            }
+            self.finish_record(r.record, writer)?;
+            if let Some(phase) = r.user_phase {
+                self.user_next(t, phase);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one attempt to the simulated server.
+    fn send(&mut self, t: Nanos, id: u64, writer: &mut ReportWriter) -> Result<(), ReportError> {
+        let Some(r) = self.requests.get_mut(&id) else {
+            return Ok(());
+        };
+        let prompt_estimate = (r.shape.prompt_tokens as f64 * self.chars_per_token / 4.0).ceil() as u64;
+        match self.server.try_admit(t, prompt_estimate + r.shape.max_tokens) {
+            Decision::Admitted(a) => {
+                let out = u32::try_from(r.shape.output_tokens).unwrap_or(u32::MAX);
+                let ttft = nanos(self.latency.ttft(&mut self.rng));
+                let rest = nanos(self.mean_per_token) * u64::from(out.saturating_sub(1));
+                let end = if self.latency.is_zero() { t } else { t + ttft + rest };
+                r.record.attempts.push(Attempt {
+                    sent: t,
+                    end,
+                    status: Some(200),
+                });
+                r.record.first_byte = Some(t + ttft);
+                r.usage = Some((r.shape.prompt_tokens, u64::from(out)));
+                r.meta = meta(&a.snapshot, self.azure, 200, None);
+                self.push(end, Event::Complete { id });
+                Ok(())
+            }
+            Decision::Throttled(th) => {
+                let retry_after = th.retry_after.map(ceil_ms);
+                r.record.attempts.push(Attempt {
+                    sent: t,
+                    end: t,
+                    status: Some(429),
+                });
+                r.record.outcome = Outcome::Throttled;
+                r.record.end = t;
+                let meta = meta(&th.snapshot, self.azure, 429, retry_after);
+                let info = ErrorInfo {
+                    retryable: !th.too_large(),
+                    ..ErrorInfo::rate_limited(retry_after)
+                };
+                let attempt = r.record.attempts.len() as u32;
+                let permit = r.permit.take();
+                let delay = match &self.limiter {
+                    Some(l) => {
+                        if let Some(p) = permit {
+                            l.record_usage_now(p, Cost::ZERO, &meta);
+                        }
+                        l.backoff_delay_now(&self.key, attempt, &info)
+                    }
+                    None => self.retry.delay(attempt, &info, &mut self.rng),
+                };
+                self.wake_head(t);
+                match delay {
+                    Some(d) => self.push(t + nanos(d), Event::Retry { id }),
+                    None => {
+                        if let Some(r) = self.requests.remove(&id) {
+                            let user = r.user_phase;
+                            self.finish_record(r.record, writer)?;
+                            if let Some(phase) = user {
+                                self.user_next(t, phase);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn complete(&mut self, t: Nanos, id: u64, writer: &mut ReportWriter) -> Result<(), ReportError> {
+        let Some(mut r) = self.requests.remove(&id) else {
+            return Ok(());
+        };
+        let (prompt, completion) = r.usage.unwrap_or((0, 0));
+        if let (Some(l), Some(p)) = (&self.limiter, r.permit.take()) {
+            l.record_usage_now(p, Cost::request(prompt + completion), &r.meta);
+        }
+        r.record.prompt_tokens = Some(prompt);
+        r.record.completion_tokens = Some(completion);
+        r.record.outcome = Outcome::Ok;
+        r.record.end = t;
+        let user = r.user_phase;
+        self.finish_record(r.record, writer)?;
+        if let Some(phase) = user {
+            self.user_next(t, phase);
+        }
+        self.wake_head(t);
+        Ok(())
+    }
+
+    fn user_next(&mut self, t: Nanos, phase: usize) {
+        if let Arrival::Closed { think_time, .. } = self.s.phases[phase].arrival {
+            self.push(t + nanos(think_time), Event::User { phase });
+        }
+    }
+
+    fn finish_record(&mut self, record: RequestRecord, writer: &mut ReportWriter) -> Result<(), ReportError> {
+        self.agg.add(&record);
+        writer.request(self.agg.name(), &record)
+    }
+}
+
+fn ceil_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64)
+}
+
+/// What the connector's header profile would read from the mock's headers.
+fn meta(q: &QuotaSnapshot, azure: bool, status: u16, retry_after: Option<Duration>) -> ResponseMeta {
+    let mut m = ResponseMeta {
+        status: Some(status),
+        remaining_requests: Some(q.remaining_requests),
+        remaining_tokens: Some(q.remaining_tokens),
+        retry_after,
+        ..ResponseMeta::default()
+    };
+    if azure {
+        if status == 429 {
+            m.reset_tokens = Some(q.reset_tokens);
+        }
+    } else {
+        m.limit_requests = Some(q.limit_requests);
+        m.limit_tokens = Some(q.limit_tokens);
+        m.reset_requests = Some(ceil_ms(q.reset_requests));
+        m.reset_tokens = Some(ceil_ms(q.reset_tokens));
+    }
+    m
+}

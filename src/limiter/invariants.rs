@@ -1,0 +1,435 @@
+//! Invariant checkers for admission traces: the public, provable side of the strategies.
+//!
+//! Each strategy documents a bound on what it admits; these functions take a resolved
+//! [`Limit`] and a trace of admissions `(time in ns, cost in the dimension's unit)` and
+//! return the first [`Violation`] of that bound, or `None`. The property tests of this
+//! crate call them, `hub verify` calls them on recorded runs, and users can call them in
+//! their own tests on whatever their limiter admitted.
+//!
+//! | strategy | checker | bound |
+//! |---|---|---|
+//! | token bucket, GCRA | [`arrival_curve`] | every closed interval of length `t` admits ≤ `burst + amount·t/W` |
+//! | sliding log | [`sliding_window`] | every window `[s, s+W)` admits ≤ `amount` |
+//! | sliding counter | [`counter_overshoot`] | aligned windows ≤ `amount`; `[s, s+W)` ≤ `amount + ⌊P·(s mod W − 1)/W⌋` |
+//! | leaky bucket | [`pacing`] | `Σ c_k·T ≤ t_j − t_i + tolerance` over the admissions `i ≤ k < j` |
+//!
+//! All checks run in O(n) (O(n log n) for the counter, or when the trace is not sorted by
+//! time) in exact integer arithmetic, exact while `Σ cost · window_ns` and
+//! `amount · span_ns` stay below 2^126 (they saturate beyond, never panic).
+//!
+//! ```
+//! use std::time::Duration;
+//! use connector_hub::limiter::config::{Limit, RateLimitType, Strategy};
+//! use connector_hub::limiter::invariants::{self, Invariant};
+//!
+//! let limit = Limit {
+//!     kind: RateLimitType::RequestsPer(Duration::from_secs(10)),
+//!     amount: 10,
+//!     burst: 10,
+//! };
+//! // 10 at t = 0 and 1 more a second later: within burst + rate·t = 10 + 1.
+//! let trace = [(0, 10), (1_000_000_000, 1)];
+//! assert_eq!(invariants::check(Strategy::TokenBucket, &limit, &trace), None);
+//! // ...but 11 in one 10-s window is too many for an exact sliding window.
+//! let v = invariants::check(Strategy::SlidingLog, &limit, &trace).unwrap();
+//! assert_eq!(v.invariant, Invariant::SlidingWindow);
+//! assert_eq!((v.admitted, v.bound), (11, 10));
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::clock::Nanos;
+
+use super::algorithm::Params;
+use super::config::{Limit, Strategy};
+use super::leaky_bucket::PACING_TOLERANCE;
+
+/// Which bound a trace broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Invariant {
+    /// Token bucket / GCRA: an interval of length `t` admitted more than `burst + r·t`.
+    ArrivalCurve,
+    /// Sliding log: a window of length `W` admitted more than `amount`.
+    SlidingWindow,
+    /// Leaky bucket: admissions followed each other faster than their cost's pace.
+    Pacing,
+    /// Sliding counter: a window admitted more than the documented overshoot allows.
+    CounterOvershoot,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ArrivalCurve => "arrival curve",
+            Self::SlidingWindow => "sliding window",
+            Self::Pacing => "pacing",
+            Self::CounterOvershoot => "sliding-counter overshoot bound",
+        })
+    }
+}
+
+/// The first place a trace broke its bound: the admissions from `from` to `to` (both
+/// inclusive, in ns) cost `admitted` units where at most `bound` were allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Violation {
+    /// The bound that was broken.
+    pub invariant: Invariant,
+    /// Time of the first admission counted, in ns.
+    pub from: Nanos,
+    /// Time of the last admission counted, in ns ("first" violation = smallest `to`).
+    pub to: Nanos,
+    /// For window bounds, the start `s` of the offending window `[s, s + W)`, in ns.
+    pub window_start: Option<Nanos>,
+    /// Units admitted in `[from, to]`.
+    pub admitted: u128,
+    /// The most the bound allows there, in units (rounded down: `admitted > bound`).
+    pub bound: u128,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} violated: {} units admitted from {} ns to {} ns",
+            self.invariant, self.admitted, self.from, self.to
+        )?;
+        if let Some(s) = self.window_start {
+            write!(f, " (window starting at {s} ns)")?;
+        }
+        write!(f, ", at most {} allowed", self.bound)
+    }
+}
+
+/// Checks `trace` against the bound `strategy` documents for `limit`: [`arrival_curve`]
+/// for the token bucket and GCRA, [`sliding_window`] for the sliding log,
+/// [`counter_overshoot`] for the sliding counter, [`pacing`] (with [`PACING_TOLERANCE`])
+/// for the leaky bucket. `trace` is `(admission time in ns, cost in units)`, in any order.
+pub fn check(strategy: Strategy, limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation> {
+    match strategy {
+        Strategy::TokenBucket | Strategy::Gcra => arrival_curve(limit, trace),
+        Strategy::SlidingLog => sliding_window(limit, trace),
+        Strategy::SlidingCounter => counter_overshoot(limit, trace),
+        Strategy::LeakyBucket => pacing(limit, trace, PACING_TOLERANCE),
+    }
+}
+
+/// The token bucket's (and GCRA's) arrival curve: every closed interval `[t_i, t_j]`
+/// admits at most `burst + amount · (t_j − t_i) / W` units. O(n) for a sorted trace: the
+/// largest excess over all intervals ending at `j` is a running minimum.
+pub fn arrival_curve(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation> {
+    let p = Params::of(limit);
+    let trace = sorted(trace);
+    let (w, a) = (i128::from(p.window), i128::from(p.amount));
+    let allowed = i128::from(p.burst).saturating_mul(w);
+    // excess(i, j) = S(i..=j)·W − a·(t_j − t_i) = X_j − Y_i, X_j = S(..=j)·W − a·t_j,
+    // Y_i = S(..i)·W − a·t_i. Violation iff max over i ≤ j of X_j − Y_i > burst·W.
+    let mut before: u128 = 0;
+    let mut best: Option<(i128, usize, u128)> = None; // (min Y, its index, S(..i))
+    for (j, &(t, c)) in trace.iter().enumerate() {
+        let y = scaled(before, w).saturating_sub(a.saturating_mul(i128::from(t)));
+        if !matches!(best, Some((min, _, _)) if min <= y) {
+            best = Some((y, j, before));
+        }
+        let after = before.saturating_add(u128::from(c));
+        let x = scaled(after, w).saturating_sub(a.saturating_mul(i128::from(t)));
+        let (min, i, s_before_i) = best.expect("set on the first iteration");
+        if x.saturating_sub(min) > allowed {
+            let from = trace[i].0;
+            return Some(Violation {
+                invariant: Invariant::ArrivalCurve,
+                from,
+                to: t,
+                window_start: None,
+                admitted: after - s_before_i,
+                bound: u128::from(p.burst) + rate_bound(&p, t - from),
+            });
+        }
+        before = after;
+    }
+    None
+}
+
+/// The sliding log's exact window: every half-open window `[s, s + W)` admits at most
+/// `amount` units. O(n) for a sorted trace (two pointers).
+pub fn sliding_window(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation> {
+    let p = Params::of(limit);
+    let trace = sorted(trace);
+    let mut i = 0;
+    let mut sum: u128 = 0;
+    for (j, &(t, c)) in trace.iter().enumerate() {
+        sum += u128::from(c);
+        while t - trace[i].0 >= p.window {
+            sum -= u128::from(trace[i].1);
+            i += 1;
+        }
+        if sum > u128::from(p.amount) {
+            return Some(Violation {
+                invariant: Invariant::SlidingWindow,
+                from: trace[i].0,
+                to: trace[j].0,
+                window_start: Some((t + 1).saturating_sub(p.window)),
+                admitted: sum,
+                bound: u128::from(p.amount),
+            });
+        }
+    }
+    None
+}
+
+/// The leaky bucket's pace: for admissions `i < j`, the units admitted from `i` up to (not
+/// including) `j` need `Σ c_k · T ≤ t_j − t_i + tolerance_ns` (`T = W / amount`); said as
+/// an interval bound, `[t_i, t_j]` admits at most `c_j + amount·(t_j − t_i + tolerance)/W`.
+/// This implies that consecutive admissions are at least `c·T − tolerance` apart. O(n) for
+/// a sorted trace.
+pub fn pacing(limit: &Limit, trace: &[(Nanos, u64)], tolerance_ns: Nanos) -> Option<Violation> {
+    let p = Params::of(limit);
+    let trace = sorted(trace);
+    let (w, a) = (i128::from(p.window), i128::from(p.amount));
+    let slack = a.saturating_mul(i128::from(tolerance_ns));
+    // need(i, j) = S(i..j)·W − a·(t_j − t_i) = Z_j − Z_i with Z_k = S(..k)·W − a·t_k.
+    // Violation iff max over i < j of Z_j − Z_i > a·tolerance.
+    let mut before: u128 = 0;
+    let mut best: Option<(i128, usize, u128)> = None; // (min Z_i over i < j, i, S(..i))
+    for (j, &(t, c)) in trace.iter().enumerate() {
+        let z = scaled(before, w).saturating_sub(a.saturating_mul(i128::from(t)));
+        if let Some((min, i, s_before_i)) = best {
+            if z.saturating_sub(min) > slack {
+                let from = trace[i].0;
+                return Some(Violation {
+                    invariant: Invariant::Pacing,
+                    from,
+                    to: t,
+                    window_start: None,
+                    admitted: before - s_before_i + u128::from(c),
+                    bound: u128::from(c) + rate_bound(&p, (t - from).saturating_add(tolerance_ns)),
+                });
+            }
+        }
+        if !matches!(best, Some((min, _, _)) if min <= z) {
+            best = Some((z, j, before));
+        }
+        before = before.saturating_add(u128::from(c));
+    }
+    None
+}
+
+/// The sliding counter's documented overshoot: every aligned window `[k·W, (k+1)·W)`
+/// admits at most `amount`, and every window `[s, s + W)` with `σ = s mod W ≥ 1` admits at
+/// most `amount + ⌊P·(σ − 1)/W⌋`, where `P` is what the aligned window containing `s`
+/// admitted — so never more than `2·amount − 1`. Windows are aligned at multiples of `W`
+/// from time 0, as the counter aligns them. O(n log n).
+pub fn counter_overshoot(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation> {
+    let p = Params::of(limit);
+    let trace = sorted(trace);
+    let w = p.window;
+    let mut prefix = Vec::with_capacity(trace.len() + 1);
+    prefix.push(0u128);
+    for &(_, c) in trace.iter() {
+        let last = *prefix.last().expect("starts with one element");
+        prefix.push(last + u128::from(c));
+    }
+    // Admissions with time in [lo, hi): index range, and their cost.
+    let range = |lo: Nanos, hi: Nanos| {
+        let i = trace.partition_point(|&(t, _)| t < lo);
+        let j = trace.partition_point(|&(t, _)| t < hi);
+        (i, j, prefix[j] - prefix[i])
+    };
+    // Only window starts where the count can rise or the bound is lowest matter: aligned
+    // starts, one past them, and one past `t_j − W` (see the module docs of the counter).
+    let mut starts = Vec::with_capacity(trace.len() * 5);
+    for &(t, _) in trace.iter() {
+        let k = t / w;
+        for m in [k, k.saturating_sub(1)] {
+            starts.push(m * w);
+            starts.push((m * w).saturating_add(1));
+        }
+        if let Some(s) = t.saturating_add(1).checked_sub(w) {
+            starts.push(s);
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    let mut first: Option<Violation> = None;
+    for s in starts {
+        let (i, j, count) = range(s, s.saturating_add(w));
+        if i == j {
+            continue;
+        }
+        let sigma = s % w;
+        let bound = if sigma == 0 {
+            u128::from(p.amount)
+        } else {
+            let (_, _, held) = range(s - sigma, (s - sigma).saturating_add(w));
+            u128::from(p.amount) + held * u128::from(sigma - 1) / u128::from(w)
+        };
+        let to = trace[j - 1].0;
+        if count > bound && !matches!(first, Some(f) if f.to <= to) {
+            first = Some(Violation {
+                invariant: Invariant::CounterOvershoot,
+                from: trace[i].0,
+                to,
+                window_start: Some(s),
+                admitted: count,
+                bound,
+            });
+        }
+    }
+    first
+}
+
+/// `n · W` in `i128`, saturating.
+fn scaled(n: u128, w: i128) -> i128 {
+    i128::try_from(n).unwrap_or(i128::MAX).saturating_mul(w)
+}
+
+/// `⌊amount · span / W⌋`: what the sustained rate allows in `span` ns.
+fn rate_bound(p: &Params, span: Nanos) -> u128 {
+    u128::from(p.amount) * u128::from(span) / u128::from(p.window)
+}
+
+/// The trace sorted by time (stable: admissions at one instant keep their order).
+fn sorted(trace: &[(Nanos, u64)]) -> Cow<'_, [(Nanos, u64)]> {
+    if trace.windows(2).all(|w| w[0].0 <= w[1].0) {
+        Cow::Borrowed(trace)
+    } else {
+        let mut v = trace.to_vec();
+        v.sort_by_key(|&(t, _)| t);
+        Cow::Owned(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::limiter::config::RateLimitType;
+
+    const S: u64 = 1_000_000_000;
+
+    fn limit(amount: u64, burst: u64, window_s: u64) -> Limit {
+        Limit {
+            kind: RateLimitType::RequestsPer(Duration::from_secs(window_s)),
+            amount,
+            burst,
+        }
+    }
+
+    /// The same checks by brute force over every pair / window, to test the fast ones.
+    fn brute_arrival(l: &Limit, tr: &[(Nanos, u64)]) -> bool {
+        let p = Params::of(l);
+        tr.iter().all(|&(ti, _)| {
+            tr.iter().filter(|&&(tj, _)| tj >= ti).all(|&(tj, _)| {
+                let sum: u128 = tr
+                    .iter()
+                    .filter(|&&(t, _)| t >= ti && t <= tj)
+                    .map(|&(_, c)| u128::from(c))
+                    .sum();
+                sum <= u128::from(p.burst) + rate_bound(&p, tj - ti)
+            })
+        })
+    }
+
+    #[test]
+    fn arrival_curve_finds_the_first_violation() {
+        let l = limit(10, 5, 10); // 1 per second, burst 5
+        assert_eq!(arrival_curve(&l, &[(0, 5), (S, 1), (2 * S, 1)]), None);
+        let v = arrival_curve(&l, &[(0, 5), (S, 1), (S + 1, 1), (2 * S, 1)]).unwrap();
+        assert_eq!((v.from, v.to, v.admitted, v.bound), (0, S + 1, 7, 6));
+        // Unsorted input is sorted first.
+        assert!(arrival_curve(&l, &[(S + 1, 1), (0, 5), (S, 1)]).is_some());
+        // A single admission above the burst.
+        assert_eq!(arrival_curve(&l, &[(7, 6)]).map(|v| v.bound), Some(5));
+    }
+
+    #[test]
+    fn arrival_curve_agrees_with_brute_force() {
+        let l = limit(3, 2, 1);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300 {
+            let mut trace = Vec::new();
+            let mut t = 0;
+            for _ in 0..12 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t += x % 700_000_000;
+                trace.push((t, (x >> 40) % 3));
+            }
+            assert_eq!(
+                arrival_curve(&l, &trace).is_none(),
+                brute_arrival(&l, &trace)
+            );
+        }
+    }
+
+    #[test]
+    fn sliding_window_is_half_open() {
+        let l = limit(2, 2, 10);
+        assert_eq!(sliding_window(&l, &[(0, 2), (10 * S, 2)]), None);
+        let v = sliding_window(&l, &[(0, 2), (10 * S - 1, 1)]).unwrap();
+        assert_eq!((v.from, v.to, v.admitted, v.bound), (0, 10 * S - 1, 3, 2));
+        assert_eq!(v.window_start, Some(0));
+    }
+
+    #[test]
+    fn pacing_allows_the_pace_and_the_tolerance_only() {
+        let l = limit(10, 10, 10); // T = 1 s
+        assert_eq!(pacing(&l, &[(0, 2), (2 * S, 1), (3 * S, 5)], 0), None);
+        let v = pacing(&l, &[(0, 2), (2 * S - 1, 1)], 0).unwrap();
+        assert_eq!((v.admitted, v.bound), (3, 2));
+        assert_eq!(pacing(&l, &[(0, 2), (2 * S - 1, 1)], 1), None);
+        // Cumulative: each gap within tolerance, but the drift adds up.
+        let drift = [(0, 1), (S - 1, 1), (2 * S - 2, 1)];
+        assert_eq!(pacing(&l, &drift[..2], 1), None);
+        assert!(pacing(&l, &drift, 1).is_some());
+    }
+
+    #[test]
+    fn counter_bound_is_reached_but_not_exceeded() {
+        let l = limit(10, 10, 10);
+        let w = 10 * S;
+        // The documented worst case: 10 at the end of window 0, then 1 per second.
+        let mut trace = vec![(w - 1, 10)];
+        trace.extend((1..=9).map(|k| (w + k * S, 1)));
+        assert_eq!(counter_overshoot(&l, &trace), None);
+        assert!(
+            sliding_window(&l, &trace).is_some(),
+            "19 in one sliding window"
+        );
+        // One more unit inside that sliding window breaks the bound.
+        trace.push((w + 9 * S + 1, 1));
+        let v = counter_overshoot(&l, &trace).unwrap();
+        assert_eq!((v.to, v.admitted, v.bound), (w + 9 * S + 1, 20, 19));
+        // Aligned windows hold at most `amount`.
+        let v = counter_overshoot(&l, &[(w, 6), (2 * w - 1, 5)]).unwrap();
+        assert_eq!((v.window_start, v.admitted, v.bound), (Some(w), 11, 10));
+    }
+
+    #[test]
+    fn check_dispatches_per_strategy() {
+        let l = limit(10, 10, 10);
+        let trace = [(0, 10), (S, 1)];
+        assert_eq!(check(Strategy::TokenBucket, &l, &trace), None);
+        assert_eq!(check(Strategy::Gcra, &l, &trace), None);
+        assert_eq!(
+            check(Strategy::SlidingLog, &l, &trace).map(|v| v.invariant),
+            Some(Invariant::SlidingWindow)
+        );
+        assert_eq!(
+            check(Strategy::SlidingCounter, &l, &trace).map(|v| v.invariant),
+            Some(Invariant::CounterOvershoot)
+        );
+        assert_eq!(
+            check(Strategy::LeakyBucket, &l, &trace).map(|v| v.invariant),
+            Some(Invariant::Pacing)
+        );
+        let v = check(Strategy::LeakyBucket, &l, &trace).unwrap();
+        assert!(
+            v.to_string().starts_with("pacing violated: 11 units"),
+            "{v}"
+        );
+        assert_eq!(check(Strategy::TokenBucket, &l, &[]), None);
+    }
+}

@@ -1,0 +1,255 @@
+//! The one way the limiter talks to Redis: the script called by `EVALSHA` (loaded again on
+//! `NOSCRIPT`), every call bounded by the configured timeout, and a health gate that, once
+//! a call failed, lets only one probe call through per probe interval so that a dead
+//! Redis costs the other callers nothing but the failure policy.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, Value};
+
+use crate::clock::{nanos, Clock, Nanos};
+
+/// The limiter's Lua script (all strategies and operations in one file).
+pub(crate) const SCRIPT: &str = include_str!("lua/limiter.lua");
+
+/// Why a Redis call did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisFailure {
+    /// The call took longer than the configured timeout.
+    #[error("redis call timed out after {0:?}")]
+    Timeout(Duration),
+    /// Redis (or the connection to it) returned an error.
+    #[error("redis error: {0}")]
+    Redis(String),
+    /// The script's reply did not have the expected shape (a bug or a foreign script).
+    #[error("unexpected reply from the limiter script: {0}")]
+    Reply(String),
+    /// Redis failed recently; calls skip it until the next probe.
+    #[error("redis unreachable ({0}); next probe pending")]
+    Skipped(String),
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    /// The failure that took Redis down, and when the next probe may run (client clock).
+    down: Option<(String, Nanos)>,
+}
+
+/// Connection, script and health of one limiter.
+pub(crate) struct Link {
+    client: redis::Client,
+    manager: Mutex<Option<ConnectionManager>>,
+    connecting: tokio::sync::Mutex<()>,
+    sha: String,
+    timeout: Duration,
+    probe_interval: Duration,
+    clock: Arc<dyn Clock>,
+    health: Mutex<Health>,
+    probing: AtomicBool,
+    reloads: AtomicU64,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("sha", &self.sha)
+            .field("timeout", &self.timeout)
+            .field("health", &*self.health.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// A link to `url` (not connected yet).
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        probe_interval: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RedisFailure> {
+        let client = redis::Client::open(url).map_err(|e| RedisFailure::Redis(e.to_string()))?;
+        Ok(Self {
+            client,
+            manager: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            sha: redis::Script::new(SCRIPT).get_hash().to_owned(),
+            timeout,
+            probe_interval,
+            clock,
+            health: Mutex::new(Health::default()),
+            probing: AtomicBool::new(false),
+            reloads: AtomicU64::new(0),
+        })
+    }
+
+    /// How often the script had to be loaded again after `NOSCRIPT`.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last call failed (and the gate is closed until the next probe).
+    pub fn is_down(&self) -> bool {
+        self.health.lock().down.is_some()
+    }
+
+    /// A connection, establishing it (once, bounded by the timeout) if needed.
+    async fn connection(&self) -> Result<ConnectionManager, RedisFailure> {
+        if let Some(m) = self.manager.lock().clone() {
+            return Ok(m);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(m) = self.manager.lock().clone() {
+            return Ok(m);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1)
+            .set_factor(10)
+            .set_max_delay(self.timeout.as_millis().max(1) as u64);
+        let manager = tokio::time::timeout(
+            self.timeout,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| RedisFailure::Timeout(self.timeout))?
+        .map_err(|e| RedisFailure::Redis(e.to_string()))?;
+        *self.manager.lock() = Some(manager.clone());
+        Ok(manager)
+    }
+
+    /// Loads the script (used once at connect and after `NOSCRIPT`).
+    pub async fn load_script(&self) -> Result<(), RedisFailure> {
+        let mut con = self.connection().await?;
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(SCRIPT);
+        let sha = tokio::time::timeout(self.timeout, cmd.query_async::<String>(&mut con))
+            .await
+            .map_err(|_| RedisFailure::Timeout(self.timeout))?
+            .map_err(|e| RedisFailure::Redis(e.to_string()))?;
+        if sha != self.sha {
+            return Err(RedisFailure::Reply(format!(
+                "script sha {sha} differs from the local {}",
+                self.sha
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the script with `keys` and `args` through the health gate: a closed gate
+    /// fails at once with [`RedisFailure::Skipped`]; an answer opens it, a failure closes it
+    /// for one probe interval.
+    pub async fn call(
+        &self,
+        keys: &[String],
+        op: &str,
+        head: &[String],
+        extra: &[i64],
+    ) -> Result<Vec<i64>, RedisFailure> {
+        let probing = self.pass_gate()?;
+        // Reopens the probe slot however this call ends (also when its future is dropped).
+        let _probe = ProbeSlot(probing.then_some(&self.probing));
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha)
+            .arg(keys.len())
+            .arg(keys)
+            .arg(op)
+            .arg(head)
+            .arg(extra);
+        let result = tokio::time::timeout(self.timeout, self.eval(&cmd))
+            .await
+            .unwrap_or(Err(RedisFailure::Timeout(self.timeout)));
+        self.observe(&result);
+        result
+    }
+
+    /// Ok(true) when this call is the probe of a closed gate.
+    fn pass_gate(&self) -> Result<bool, RedisFailure> {
+        let health = self.health.lock();
+        match &health.down {
+            None => Ok(false),
+            Some((reason, next)) => {
+                if self.clock.now() >= *next
+                    && self
+                        .probing
+                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    Ok(true)
+                } else {
+                    Err(RedisFailure::Skipped(reason.clone()))
+                }
+            }
+        }
+    }
+
+    fn observe(&self, result: &Result<Vec<i64>, RedisFailure>) {
+        let mut health = self.health.lock();
+        match result {
+            Ok(_) => {
+                if let Some((reason, _)) = health.down.take() {
+                    tracing::info!(%reason, "redis limiter backend is back");
+                }
+            }
+            // A script that answered with an error is a bug, not an outage; still deny
+            // through the failure policy, but keep calling.
+            Err(RedisFailure::Reply(_)) => {}
+            Err(e) => {
+                if health.down.is_none() {
+                    tracing::warn!(error = %e, "redis limiter backend failed");
+                }
+                let next = self.clock.now().saturating_add(nanos(self.probe_interval));
+                health.down = Some((e.to_string(), next));
+            }
+        }
+    }
+
+    async fn eval(&self, cmd: &redis::Cmd) -> Result<Vec<i64>, RedisFailure> {
+        let mut con = self.connection().await?;
+        let value = match cmd.query_async::<Value>(&mut con).await {
+            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                self.load_script().await?;
+                cmd.query_async::<Value>(&mut con).await
+            }
+            other => other,
+        };
+        match value {
+            Ok(v) => ints(v),
+            Err(e)
+                if e.kind() == ErrorKind::ExtensionError
+                    || e.kind() == ErrorKind::ResponseError =>
+            {
+                Err(RedisFailure::Reply(e.to_string()))
+            }
+            Err(e) => Err(RedisFailure::Redis(e.to_string())),
+        }
+    }
+}
+
+struct ProbeSlot<'a>(Option<&'a AtomicBool>);
+
+impl Drop for ProbeSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0 {
+            flag.store(false, Ordering::Release);
+        }
+    }
+}
+
+fn ints(v: Value) -> Result<Vec<i64>, RedisFailure> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::Int(n) => Ok(n),
+                other => Err(RedisFailure::Reply(format!("{other:?}"))),
+            })
+            .collect(),
+        other => Err(RedisFailure::Reply(format!("{other:?}"))),
+    }
+}

@@ -1,0 +1,165 @@
+//! The HTTP transport both connectors share: send a request built by the connector (URL and
+//! credentials), read the headers into [`ResponseMeta`] through the configured header
+//! profile, classify failures, decode successes.
+//!
+//! Connectors differ only in URLs and auth headers; everything about the wire format,
+//! timeouts and error mapping lives here once.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use reqwest::{RequestBuilder, Response};
+
+use super::config::ConfigError;
+use super::error::ConnectorError;
+use super::error_map::{from_response, from_transport};
+use super::stream::{chunk_stream, ChunkStream};
+use super::types::{CompletionRequest, CompletionResponse, RateLimits};
+use super::wire::{ChatBody, ChatResponse};
+use crate::limiter::{HeaderProfile, ResponseMeta};
+
+/// Longest wait for a health probe (the hub specification asks for under 5 s).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A `reqwest::Client` suited to one provider: pooled keep-alive connections, `TCP_NODELAY`,
+/// rustls (no system TLS library), connect timeout at most `timeout`.
+pub fn default_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(30)))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| ConfigError::HttpClient {
+            reason: e.to_string(),
+        })
+}
+
+/// Sends requests and turns responses into results. One per connector.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    client: reqwest::Client,
+    profile: HeaderProfile,
+    timeout: Duration,
+    stream_usage: bool,
+    /// The limits the last response that reported any said (`x-ratelimit-limit-*`).
+    observed: Mutex<RateLimits>,
+}
+
+impl Transport {
+    /// A transport on `client` reading headers with `profile`; `timeout` per request (for
+    /// streams: until headers, and per read); `stream_usage` asks streams for usage.
+    pub fn new(
+        client: reqwest::Client,
+        profile: HeaderProfile,
+        timeout: Duration,
+        stream_usage: bool,
+    ) -> Self {
+        Self {
+            client,
+            profile,
+            timeout,
+            stream_usage,
+            observed: Mutex::new(RateLimits::default()),
+        }
+    }
+
+    /// The shared client (cheap to clone; clones share the connection pool).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The limits last reported by the provider.
+    pub fn observed_limits(&self) -> RateLimits {
+        *self.observed.lock()
+    }
+
+    /// Sends a non-streaming chat completion.
+    pub async fn complete(
+        &self,
+        request: RequestBuilder,
+        req: &CompletionRequest,
+    ) -> Result<CompletionResponse, ConnectorError> {
+        let body = ChatBody::new(req, false, false);
+        let (meta, bytes) = self.send(request.json(&body), self.timeout).await?;
+        let mut wire: ChatResponse =
+            serde_json::from_slice(&bytes).map_err(|e| ConnectorError::Parse {
+                message: format!("chat completion: {e}"),
+                meta: Box::new(meta.clone()),
+            })?;
+        let choices = wire.take_choices();
+        Ok(CompletionResponse {
+            id: std::mem::take(&mut wire.id),
+            model: std::mem::take(&mut wire.model),
+            finish_reason: choices.first().and_then(|c| c.finish_reason.clone()),
+            choices,
+            usage: wire.usage.map(Into::into).unwrap_or_default(),
+            meta,
+        })
+    }
+
+    /// Sends a streaming chat completion; returns once the response headers arrived.
+    pub async fn open_stream(
+        &self,
+        request: RequestBuilder,
+        req: &CompletionRequest,
+    ) -> Result<(ResponseMeta, ChunkStream), ConnectorError> {
+        let body = ChatBody::new(req, true, self.stream_usage);
+        let timed_out = || ConnectorError::Timeout {
+            message: format!("no response headers within {:?}", self.timeout),
+        };
+        let resp = tokio::time::timeout(self.timeout, request.json(&body).send())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| from_transport(&e))?;
+        let meta = self.meta_of(&resp);
+        if !resp.status().is_success() {
+            return Err(tokio::time::timeout(self.timeout, error_of(resp, meta))
+                .await
+                .unwrap_or_else(|_| timed_out()));
+        }
+        let chunks = chunk_stream(resp.bytes_stream(), self.timeout, self.stream_usage);
+        Ok((meta, chunks))
+    }
+
+    /// Sends `request` with a whole-request `timeout` and reads the whole body; a non-2xx
+    /// status becomes its classified error.
+    pub async fn send(
+        &self,
+        request: RequestBuilder,
+        timeout: Duration,
+    ) -> Result<(ResponseMeta, Bytes), ConnectorError> {
+        let resp = request
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| from_transport(&e))?;
+        let meta = self.meta_of(&resp);
+        if !resp.status().is_success() {
+            return Err(error_of(resp, meta).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| from_transport(&e))?;
+        Ok((meta, bytes))
+    }
+
+    fn meta_of(&self, resp: &Response) -> ResponseMeta {
+        let meta = self
+            .profile
+            .parse(Some(resp.status().as_u16()), resp.headers());
+        if meta.limit_requests.is_some() || meta.limit_tokens.is_some() {
+            let mut observed = self.observed.lock();
+            observed.requests_per_minute = meta.limit_requests.or(observed.requests_per_minute);
+            observed.tokens_per_minute = meta.limit_tokens.or(observed.tokens_per_minute);
+        }
+        meta
+    }
+}
+
+/// The classified error of a non-2xx response (classified by status alone if its body
+/// cannot be read).
+async fn error_of(resp: Response, meta: ResponseMeta) -> ConnectorError {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.unwrap_or_default();
+    from_response(status, &headers, &body, meta)
+}
