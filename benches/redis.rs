@@ -77,6 +77,30 @@ where
     }
 }
 
+/// redis-server CPU µs per call of `command` since the last reset (INFO commandstats),
+/// then resets the counters.
+async fn server_us(url: &str, command: &str) -> f64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
+        .and_then(|l| l.split("usec_per_call=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 fn main() {
     let Some(server) = RedisServer::start_or_skip() else {
         return;
@@ -89,6 +113,7 @@ fn main() {
     rt.block_on(async {
         let client = redis::Client::open(server.url()).unwrap();
         let con = redis::aio::ConnectionManager::new(client).await.unwrap();
+        server_us(&server.url(), "incr").await;
         let incr = measure(move |i| {
             let mut con = con.clone();
             async move {
@@ -102,8 +127,36 @@ fn main() {
         })
         .await;
         println!(
-            "redis INCR (baseline)              {:>9.0} calls/s  p50 {:>6.1} µs  p99 {:>6.1} µs",
-            incr.per_second, incr.p50_us, incr.p99_us
+            "load average at start: {}",
+            std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        );
+        println!(
+            "redis INCR (baseline)              {:>9.0} calls/s  p50 {:>6.1} µs  p99 {:>6.1} µs  server {:.1} µs/call",
+            incr.per_second, incr.p50_us, incr.p99_us, server_us(&server.url(), "incr").await
+        );
+        // The floor of any one-round-trip Lua limiter: TIME, HMGET, HSET, PEXPIRE.
+        let floor = redis::Script::new(
+            "local t = redis.call('TIME') redis.call('HMGET', KEYS[1], 'a', 'b') \
+             redis.call('HSET', KEYS[1], 'a', t[1], 'b', t[2]) \
+             redis.call('PEXPIRE', KEYS[1], 60000) return 1",
+        );
+        let client = redis::Client::open(server.url()).unwrap();
+        let con = redis::aio::ConnectionManager::new(client).await.unwrap();
+        let minimal = measure(move |i| {
+            let (mut con, floor) = (con.clone(), floor.clone());
+            async move {
+                let key = format!("bench:min:{}", i % 4);
+                let _: i64 = floor.key(key).invoke_async(&mut con).await.unwrap();
+            }
+        })
+        .await;
+        println!(
+            "minimal Lua script (floor)         {:>9.0} calls/s  p50 {:>6.1} µs  p99 {:>6.1} µs  ratio to INCR {:.2}  server {:.1} µs/call",
+            minimal.per_second,
+            minimal.p50_us,
+            minimal.p99_us,
+            minimal.per_second / incr.per_second,
+            server_us(&server.url(), "evalsha").await
         );
         for (name, strategy, limits) in [
             (
@@ -151,11 +204,12 @@ fn main() {
             })
             .await;
             println!(
-                "{name:<36} {:>9.0} calls/s  p50 {:>6.1} µs  p99 {:>6.1} µs  ratio to INCR {:.2}",
+                "{name:<36} {:>9.0} calls/s  p50 {:>6.1} µs  p99 {:>6.1} µs  ratio to INCR {:.2}  server {:.1} µs/call",
                 f.per_second,
                 f.p50_us,
                 f.p99_us,
-                f.per_second / incr.per_second
+                f.per_second / incr.per_second,
+                server_us(&server.url(), "evalsha").await
             );
         }
     });

@@ -727,3 +727,117 @@ fn prompt_text_is_estimated_exactly_by_characters_over_four() {
         assert_eq!(text.len() as u64, tokens * PROMPT_CHARS_PER_TOKEN);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// scenarios/README.md
+
+fn readme() -> String {
+    std::fs::read_to_string(scenarios_dir().join("README.md")).expect("scenarios/README.md")
+}
+
+#[test]
+fn readme_documents_every_field_the_parser_accepts() {
+    // The parser's own list of fields per table, read from its unknown-field errors.
+    let injections: Vec<String> = vec![
+        with_line(2, "seed = 1\nzzz = 1"),
+        with_line(5, "model = \"gpt-4o-mini\"\nzzz = 1"),
+        with_line(6, "quota = { rpm = 60, tpm = 10000, zzz = 1 }"),
+        with_line(6, "latency = { ttft_median = \"1s\", zzz = 1 }"),
+        with_line(8, "duration = \"2s\"\nzzz = 1"),
+        with_line(
+            9,
+            r#"arrival = { process = "poisson", rate = "5/s", zzz = 1 }"#,
+        ),
+        with_line(15, "max_tokens = 50\nzzz = 1"),
+        with_line(
+            14,
+            r#"prompt_tokens = { dist = "constant", value = 5, zzz = 1 }"#,
+        ),
+        with_line(19, "limits = { rpm = 60 }\nzzz = 1"),
+        with_line(19, "limits = { rpm = 60, zzz = 1 }"),
+        format!("{BASE}[retry]\nzzz = 1\n"),
+        format!("{BASE}[retry]\nbackoff = {{ zzz = 1 }}\n"),
+        with_line(24, "zzz = \"< 1\""),
+    ];
+    let doc = readme();
+    let mut checked = 0;
+    for text in injections {
+        let err = Scenario::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown field `zzz`"), "{err}");
+        let expected = err.split("expected").nth(1).expect("a field list");
+        for field in expected.split('`').skip(1).step_by(2) {
+            let documented = [
+                format!("`{field}`"),
+                format!("`[{field}]`"),
+                format!("`[[{field}]]`"),
+            ]
+            .iter()
+            .any(|form| doc.contains(form.as_str()));
+            assert!(documented, "README lacks `{field}` ({err})");
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "{checked} fields checked");
+    // Enumerated values too.
+    for value in [
+        "poisson",
+        "constant",
+        "gamma",
+        "closed",
+        "uniform",
+        "normal",
+        "lognormal",
+        "token_bucket",
+        "gcra",
+        "sliding_log",
+        "sliding_counter",
+        "leaky_bucket",
+        "none",
+        "openai",
+        "azure",
+        "mock",
+        "url",
+        "actual",
+        "estimate",
+        "full_jitter",
+        "exponential",
+        "decorrelated_jitter",
+    ] {
+        assert!(
+            doc.contains(&format!("\"{value}\"")),
+            "README lacks \"{value}\""
+        );
+    }
+}
+
+#[test]
+fn readme_example_is_a_valid_scenario() {
+    let doc = readme();
+    let start = doc.find("```toml\n").expect("an example") + "```toml\n".len();
+    let end = start + doc[start..].find("```").expect("closed");
+    let s = Scenario::parse(&doc[start..end], "README.md").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.name, "my-scenario");
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+}
+
+#[test]
+fn plan_shows_resolved_limits_scheduled_counts_and_warnings() {
+    let s = load("quickstart.toml");
+    let plan = s.plan();
+    let scheduled = open_loop_schedule(&s.phases, s.seed).count();
+    assert!(
+        plan.contains(&format!("open loop offers {scheduled} requests")),
+        "{plan}"
+    );
+    // rpm 60 with headroom 0.95 resolves to 57; the baseline is named as such.
+    assert!(plan.contains("token_bucket 57 RPM"), "{plan}");
+    assert!(plan.contains("none (no limiter, retries only)"), "{plan}");
+    assert!(plan.contains("throttled_ratio < 0.01"), "{plan}");
+    assert!(!plan.contains("warning:"), "{plan}");
+    let azure = load("azure-10s-window.toml").plan();
+    assert!(azure.contains("10 per window"), "{azure}");
+    assert!(
+        azure.contains("warning: limiter rpm-60-per-minute: can admit up to 70 requests in 10s"),
+        "{azure}"
+    );
+}

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::clock::{nanos, Clock, Nanos, SystemClock};
-use crate::limiter::{BackoffConfig, KeyedLimiter, RateLimiter};
+use crate::limiter::{BackoffConfig, RateLimiter};
 use crate::provider::{CompletionRequest, Message};
 
 use super::arrival::{open_loop_schedule, Arrival};
@@ -58,7 +58,7 @@ pub enum RunError {
         /// The `[[limiter]]` name.
         name: String,
         /// Why.
-        source: crate::limiter::ConfigError,
+        source: crate::limiter::BuildError,
     },
     /// No limiter matched `--limiter`.
     #[error("no [[limiter]] named `{0}` in the scenario")]
@@ -88,14 +88,14 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions, stop: Arc<AtomicBool>) 
             break;
         }
         let limiter: Option<Arc<dyn RateLimiter>> = match scenario.limiter_config(spec) {
-            Some(cfg) => Some(Arc::new(
-                KeyedLimiter::new(cfg, Arc::new(SystemClock::new()))
+            Some(cfg) => Some(
+                crate::limiter::build(cfg, Arc::new(SystemClock::new()))
+                    .await
                     .map_err(|source| RunError::Limiter {
                         name: spec.name.clone(),
                         source,
-                    })?
-                    .with_seed(scenario.seed),
-            )),
+                    })?,
+            ),
             None => None,
         };
         let strategy = spec.strategy_name();

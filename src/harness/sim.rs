@@ -69,9 +69,9 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
         let limiter = match scenario.limiter_config(spec) {
             Some(cfg) => Some(Arc::new(
                 KeyedLimiter::new(cfg, Arc::new(clock.clone()))
-                    .map_err(|source| RunError::Limiter {
+                    .map_err(|e| RunError::Limiter {
                         name: spec.name.clone(),
-                        source,
+                        source: e.into(),
                     })?
                     .with_seed(scenario.seed),
             )),

@@ -352,6 +352,23 @@ pub struct LimiterConfig {
     /// Per-key rules.
     #[serde(default, rename = "key")]
     pub keys: Vec<KeyRule>,
+    /// Where the state lives: this process (`memory`) or Redis, shared by every process.
+    #[serde(default)]
+    pub backend: Backend,
+    /// The Redis connection and failure policy; required when `backend = "redis"`.
+    #[serde(default)]
+    pub redis: Option<super::redis::RedisSettings>,
+}
+
+/// Where a limiter keeps its state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// In this process ([`KeyedLimiter`](super::KeyedLimiter)): threads and tasks share it.
+    #[default]
+    Memory,
+    /// In Redis ([`RedisLimiter`](super::redis::RedisLimiter)): processes and machines share it.
+    Redis,
 }
 
 /// Limits for the keys that match `provider` and, when given, `model` and `deployment`.
@@ -379,6 +396,13 @@ impl LimiterConfig {
         }
         for rule in &cfg.keys {
             rule.limit.dimensions()?;
+        }
+        if cfg.backend == Backend::Redis && cfg.redis.is_none() {
+            return Err(invalid(
+                "backend",
+                "redis",
+                "needs a [redis] table with at least `url`",
+            ));
         }
         Ok(cfg)
     }

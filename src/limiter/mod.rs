@@ -36,7 +36,7 @@ pub mod token_bucket;
 
 pub use backoff::{BackoffConfig, BackoffStrategy, ErrorInfo};
 pub use config::{
-    ConfigError, KeyRule, Limit, LimiterConfig, Limits, RateLimitConfig, RateLimitType, Strategy,
+    Backend, ConfigError, KeyRule, Limit, LimiterConfig, Limits, RateLimitConfig, RateLimitType, Strategy,
     TokenAccounting, Unit,
 };
 pub use headers::{HeaderProfile, ResponseMeta};
@@ -490,5 +490,36 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
     /// Hub-specification name: the provider-wide key's stats, `None` if they cannot be read.
     async fn get_usage(&self, provider: &str) -> Option<UsageStats> {
         self.usage_stats(&LimitKey::provider(provider)).await.ok()
+    }
+}
+
+/// A limiter could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A limit or setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Redis backend could not be set up.
+    #[error("redis backend: {0}")]
+    Redis(#[from] redis::ConnectError),
+}
+
+/// Builds the limiter `config` describes: in memory, or in Redis (`backend = "redis"`),
+/// reading time from `clock`.
+pub async fn build(
+    config: LimiterConfig,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<Arc<dyn RateLimiter>, BuildError> {
+    match (config.backend, config.redis.clone()) {
+        (Backend::Redis, Some(settings)) => Ok(Arc::new(
+            redis::RedisLimiter::connect(config, settings, clock).await?,
+        )),
+        (Backend::Redis, None) => Err(ConfigError::Invalid {
+            field: "backend",
+            value: "redis".into(),
+            reason: "needs a [redis] table with at least `url`",
+        }
+        .into()),
+        (Backend::Memory, _) => Ok(Arc::new(KeyedLimiter::new(config, clock)?)),
     }
 }

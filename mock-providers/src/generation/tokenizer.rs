@@ -122,10 +122,10 @@ pub fn count_chat_prompt(encoding: Encoding, messages: &[ChatMessageText<'_>]) -
     for m in messages {
         total = total
             .saturating_add(3)
-            .saturating_add(encoding.count(m.role))
-            .saturating_add(encoding.count(m.content));
+            .saturating_add(encoding.count_cached(m.role))
+            .saturating_add(encoding.count_cached(m.content));
         if let Some(name) = m.name {
-            total = total.saturating_add(1).saturating_add(encoding.count(name));
+            total = total.saturating_add(1).saturating_add(encoding.count_cached(name));
         }
     }
     total

@@ -255,7 +255,7 @@ pub(super) fn warnings(
         let counts_tokens = dims.iter().any(|d| d.kind.unit() == Unit::Tokens);
         if counts_tokens && cfg.accounting == TokenAccounting::Actual {
             out.push(format!(
-                "limiter {}: accounting = \"actual\" refunds unused estimate, but the mock charges the estimate (prompt characters / 4 + max_tokens) and refunds nothing: expect 429s on tokens",
+                "limiter {}: accounting = \"actual\" refunds the unused estimate, but the mock charges the estimate (prompt characters / 4 + max_tokens) and refunds nothing: only the server's remaining-tokens headers keep this limiter from over-admitting",
                 l.name
             ));
         }

@@ -247,6 +247,7 @@ impl Scenario {
                 deployment: self.provider.deployment.clone(),
                 limit,
             }],
+            ..LimiterConfig::default()
         })
     }
 
