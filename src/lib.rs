@@ -6,10 +6,13 @@
 //! - [`clock`]: injected time, so every limiter is testable without sleeping.
 //! - [`units`]: human durations and rates in configuration.
 
+pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod generator;
 pub mod harness;
 pub mod limiter;
+pub mod middleware;
 pub mod provider;
 pub mod units;
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use connector_hub::harness::charts::{render_charts, ChartKind, CHART_SIZE};
-use connector_hub::harness::compare::{compare, RegressionRule, Verdict};
+use connector_hub::harness::compare::{compare, rules, RegressionRule, Verdict};
 use connector_hub::harness::html::write_index_html;
 use connector_hub::harness::record::{Attempt, Outcome, RequestRecord, RunAggregate};
 use connector_hub::harness::report::ReportWriter;
@@ -141,7 +141,7 @@ fn synthetic_report(dir: &Path, synth: &Synth) -> Summary {
     let _ = std::fs::remove_dir_all(dir);
     let quota = QuotaSummary {
         rpm: Some(600),
-        tpm: Some(150_000),
+        tpm: Some(170_000),
     };
     let mut writer = ReportWriter::create(dir, synth.requests_csv).expect("create report dir");
     let mut limiters = Vec::new();
@@ -281,6 +281,12 @@ fn committed_fixtures_load_and_a_missing_requests_csv_is_tolerated() {
     assert!(!fixture("report-after").join("requests.csv").exists());
     assert!(after.samples.is_none());
     assert_eq!(after.summary.limiters.len(), 3);
+    // Every metric a --fail-if rule may name has a value for a limiter with samples, so
+    // the rule list and `LimiterSummary::metric` have not drifted apart.
+    let tb = &before.summary.limiters[0];
+    for metric in rules::METRICS {
+        assert!(rules::metric_value(tb, metric).is_some(), "{metric}");
+    }
 }
 
 #[test]
@@ -377,7 +383,7 @@ fn every_chart_is_written_as_valid_nontrivial_svg_and_png() {
             }
             ChartKind::ThroughputTokens => {
                 assert!(labels.contains("tokens/min"));
-                assert!(labels.contains("quota 150k TPM"), "{labels}");
+                assert!(labels.contains("quota 170k TPM"), "{labels}");
                 assert!(polyline_points(&doc).iter().filter(|&&n| n >= 30).count() >= 6);
             }
             ChartKind::ThroughputRequests => {

@@ -793,104 +793,133 @@ async fn validate_config_checks_the_provider_and_the_values() {
 
 // ---------------------------------------------------------------- throughput (measurement)
 
-/// Requests per second of one connector vs. raw reqwest against the zero-latency mock, 64
-/// concurrent tasks, alternating 4 phases of `PHASE` per side. Run with
+/// Runs `TASKS` tasks calling `one` until `deadline`; returns the number of calls.
+async fn load<F, Fut>(tasks: usize, deadline: Instant, one: F) -> u64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let one = one.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    one().await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.expect("load task does not panic");
+    }
+    total
+}
+
+/// Requests per second of one connector vs. raw reqwest against the zero-latency mock
+/// (quotas out of reach), 64 concurrent tasks, rotating three loads in 10 rounds of
+/// `PHASE` each (5 s per load): raw reqwest posting pre-serialised bytes and reading the
+/// body (the anchor), the same with reqwest's per-request timeout, and
+/// `OpenAIConnector::send_completion`. Run with
 /// `cargo test --release -p llm-connector-hub --test connectors -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: run in release with --ignored --nocapture"]
 async fn throughput_connector_vs_raw_reqwest() {
     const TASKS: usize = 64;
-    const PHASE: Duration = Duration::from_millis(1250);
-    let mock = start(MockConfig::default()).await;
+    const ROUNDS: u32 = 10;
+    const PHASE: Duration = Duration::from_millis(500);
+    let mock = start(MockConfig {
+        models: models_with(|m| {
+            m.rpm = 1_000_000_000;
+            m.tpm = 1_000_000_000_000;
+        }),
+        ..MockConfig::default()
+    })
+    .await;
     let conn = openai(&mock);
-    let url = format!("{}/v1/chat/completions", mock.base_url());
+    let url: Arc<str> = format!("{}/v1/chat/completions", mock.base_url()).into();
     let raw = connector_hub::provider::default_client(Duration::from_secs(10)).unwrap();
-    let body = serde_json::to_vec(&serde_json::json!({
-        "model": MODEL,
-        "messages": request(16).messages,
-        "max_tokens": 16,
-        "temperature": 0.0,
-    }))
-    .unwrap();
-
-    let run_connector = |deadline: Instant| {
-        let conn = conn.clone();
-        async move {
-            let tasks: Vec<_> = (0..TASKS)
-                .map(|_| {
-                    let conn = conn.clone();
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        while Instant::now() < deadline {
-                            let r = conn.send_completion(request(16)).await.expect("200");
-                            assert!(r.usage.output_tokens > 0);
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.unwrap();
-            }
-            total
-        }
-    };
-    let run_raw = |deadline: Instant| {
+    let body = bytes::Bytes::from(
+        serde_json::to_vec(&serde_json::json!({
+            "model": MODEL,
+            "messages": request(16).messages,
+            "max_tokens": 16,
+            "temperature": 0.0,
+        }))
+        .unwrap(),
+    );
+    let raw_call = move |timeout: Option<Duration>| {
         let (raw, url, body) = (raw.clone(), url.clone(), body.clone());
         async move {
-            let tasks: Vec<_> = (0..TASKS)
-                .map(|_| {
-                    let (raw, url, body) = (raw.clone(), url.clone(), body.clone());
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        while Instant::now() < deadline {
-                            let resp = raw
-                                .post(&url)
-                                .bearer_auth("any-key-works")
-                                .header("content-type", "application/json")
-                                .body(body.clone())
-                                .send()
-                                .await
-                                .expect("sent");
-                            assert!(resp.status().is_success());
-                            let bytes = resp.bytes().await.expect("body");
-                            assert!(!bytes.is_empty());
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let mut total = 0;
-            for t in tasks {
-                total += t.await.unwrap();
+            let mut rb = raw
+                .post(&*url)
+                .bearer_auth("any-key-works")
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(t) = timeout {
+                rb = rb.timeout(t);
             }
-            total
+            let resp = rb.send().await.expect("sent");
+            assert!(resp.status().is_success(), "{}", resp.status());
+            assert!(!resp.bytes().await.expect("body").is_empty());
+        }
+    };
+    let raw_plain = {
+        let call = raw_call.clone();
+        move || call(None)
+    };
+    let raw_timeout = {
+        let call = raw_call.clone();
+        move || call(Some(Duration::from_secs(10)))
+    };
+    let connector = move || {
+        let conn = conn.clone();
+        async move {
+            let r = conn.send_completion(request(16)).await.expect("200");
+            assert!(r.usage.output_tokens > 0);
         }
     };
 
     // Warm-up: connection pools and the mock's tokenizer.
-    run_raw(Instant::now() + Duration::from_millis(300)).await;
-    run_connector(Instant::now() + Duration::from_millis(300)).await;
-    let (mut raw_n, mut conn_n) = (0u64, 0u64);
-    let (mut raw_t, mut conn_t) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..4 {
-        let start = Instant::now();
-        raw_n += run_raw(start + PHASE).await;
-        raw_t += start.elapsed();
-        let start = Instant::now();
-        conn_n += run_connector(start + PHASE).await;
-        conn_t += start.elapsed();
+    let warm = Duration::from_millis(300);
+    load(TASKS, Instant::now() + warm, raw_plain.clone()).await;
+    load(TASKS, Instant::now() + warm, connector.clone()).await;
+    let mut counts = [0u64; 3];
+    let mut times = [Duration::ZERO; 3];
+    for _ in 0..ROUNDS {
+        for (i, slot) in counts.iter_mut().enumerate() {
+            let start = Instant::now();
+            *slot += match i {
+                0 => load(TASKS, start + PHASE, raw_plain.clone()).await,
+                1 => load(TASKS, start + PHASE, raw_timeout.clone()).await,
+                _ => load(TASKS, start + PHASE, connector.clone()).await,
+            };
+            times[i] += start.elapsed();
+        }
     }
-    let raw_rps = raw_n as f64 / raw_t.as_secs_f64();
-    let conn_rps = conn_n as f64 / conn_t.as_secs_f64();
+    let rps: Vec<f64> = counts
+        .iter()
+        .zip(times)
+        .map(|(n, t)| *n as f64 / t.as_secs_f64())
+        .collect();
     println!(
-        "raw reqwest: {raw_n} requests in {raw_t:.2?} = {raw_rps:.0} req/s; \
-         connector: {conn_n} requests in {conn_t:.2?} = {conn_rps:.0} req/s; \
-         ratio connector/raw = {:.3}",
-        conn_rps / raw_rps
+        "raw reqwest: {} requests in {:.2?} = {:.0} req/s; raw reqwest + per-request timeout: \
+         {} in {:.2?} = {:.0} req/s; connector: {} in {:.2?} = {:.0} req/s; \
+         ratio connector/raw = {:.3}; connector/raw+timeout = {:.3}",
+        counts[0],
+        times[0],
+        rps[0],
+        counts[1],
+        times[1],
+        rps[1],
+        counts[2],
+        times[2],
+        rps[2],
+        rps[2] / rps[0],
+        rps[2] / rps[1],
     );
     mock.shutdown().await;
 }

@@ -33,9 +33,12 @@ fn ms(v: Option<f64>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// Formats one cell of a limiter's summary row.
+pub type CellFn = fn(&LimiterSummary) -> String;
+
 /// The columns of the summary table: header and cell text of one limiter. Counts are
 /// integers, ratios percentages with two decimals, latencies ms with one decimal.
-pub fn summary_columns() -> Vec<(&'static str, fn(&LimiterSummary) -> String)> {
+pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
     fn pct(v: f64) -> String {
         format!("{:.2} %", v * 100.0)
     }

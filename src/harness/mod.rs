@@ -11,6 +11,7 @@ pub mod runner;
 pub mod sim;
 pub mod summary;
 pub mod target;
+pub mod verify;
 pub mod arrival;
 pub mod scenario;
 pub mod thresholds;

@@ -71,7 +71,8 @@ pub struct RequestRecord {
     pub end: Nanos,
     /// How it ended.
     pub outcome: Outcome,
-    /// Tokens the client estimated (and the limiter charged): prompt + max_tokens.
+    /// Tokens the client estimated (and the limiter charged): the provider's admission
+    /// estimate, max(prompt tokens, prompt chars / 4) + max_tokens.
     pub estimated_tokens: u64,
     /// Prompt tokens as reported by the server.
     pub prompt_tokens: Option<u64>,

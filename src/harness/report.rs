@@ -223,10 +223,10 @@ pub fn summary_markdown(s: &Summary) -> String {
             .filter(|t| !t.passed)
             .map(|t| format!("{} {}", t.metric, t.expr))
             .collect();
-        let verdict = if failed.is_empty() {
-            "pass".to_owned()
-        } else {
-            format!("FAIL: {}", failed.join("; "))
+        let verdict = match (failed.is_empty(), l.strategy == "none") {
+            (true, _) => "pass".to_owned(),
+            (false, false) => format!("FAIL: {}", failed.join("; ")),
+            (false, true) => format!("fails (baseline, not gating): {}", failed.join("; ")),
         };
         let _ = writeln!(
             out,

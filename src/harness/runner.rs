@@ -349,10 +349,19 @@ async fn wait_for_stop(stop: &AtomicBool) {
     }
 }
 
+/// The tokens a provider charges a request at admission, as its documented estimate goes:
+/// the larger of the prompt's tokens and its characters / 4, plus `max_tokens`. A limiter
+/// charged less than the server charges over-admits; charged this, it cannot.
+pub fn admission_estimate(prompt_tokens: u64, prompt_chars: u64, max_tokens: u64) -> u64 {
+    prompt_tokens.max(prompt_chars.div_ceil(4)) + max_tokens
+}
+
 /// The request with id `id`: the same in every limiter run of the scenario.
 fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedRequest {
     let shape = scenario.workload.shape(scenario.seed, id);
     let prompt = prompt_text(shape.prompt_tokens, shape.prompt_seed);
+    let estimated_tokens =
+        admission_estimate(shape.prompt_tokens, prompt.chars().count() as u64, shape.max_tokens);
     let mut request = CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
         .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
     request.stream = shape.stream;
@@ -361,6 +370,6 @@ fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedR
         phase,
         intended_start: intended,
         request,
-        estimated_tokens: shape.prompt_tokens + shape.max_tokens,
+        estimated_tokens,
     }
 }

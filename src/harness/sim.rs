@@ -31,7 +31,7 @@ use crate::limiter::{BackoffConfig, Cost, Denial, ErrorInfo, KeyedLimiter, Limit
 use super::arrival::{open_loop_schedule, Arrival};
 use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
-use super::runner::{evaluate, provider_summary, quota_summary, RunError};
+use super::runner::{admission_estimate, evaluate, provider_summary, quota_summary, RunError};
 use super::scenario::{ProviderKind, Scenario};
 use super::summary::{self, Summary};
 use super::target::mock_config;
@@ -292,7 +292,11 @@ impl<'a> Sim<'a> {
             first_byte: None,
             end: t,
             outcome: Outcome::Dropped,
-            estimated_tokens: shape.prompt_tokens + shape.max_tokens,
+            estimated_tokens: admission_estimate(
+                shape.prompt_tokens,
+                (shape.prompt_tokens as f64 * self.chars_per_token).round() as u64,
+                shape.max_tokens,
+            ),
             prompt_tokens: None,
             completion_tokens: None,
             limiter_wait: 0,
@@ -396,8 +400,8 @@ impl<'a> Sim<'a> {
         let Some(r) = self.requests.get_mut(&id) else {
             return Ok(());
         };
-        let prompt_estimate = (r.shape.prompt_tokens as f64 * self.chars_per_token / 4.0).ceil() as u64;
-        match self.server.try_admit(t, prompt_estimate + r.shape.max_tokens) {
+        let chars = (r.shape.prompt_tokens as f64 * self.chars_per_token).round() as u64;
+        match self.server.try_admit(t, chars.div_ceil(4) + r.shape.max_tokens) {
             Decision::Admitted(a) => {
                 let out = u32::try_from(r.shape.output_tokens).unwrap_or(u32::MAX);
                 let ttft = nanos(self.latency.ttft(&mut self.rng));

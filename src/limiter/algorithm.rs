@@ -176,7 +176,8 @@ impl DimensionState {
     }
 
     /// Lowers what remains at `now` to at most `remaining` units (server-reported), never
-    /// raising it.
+    /// raising it. Exception: the leaky bucket applies only `remaining == 0` (a pacer is
+    /// not a window count; see [`LeakyBucket::clamp_remaining`]).
     pub fn clamp_remaining(&mut self, now: Nanos, remaining: u64) {
         match self {
             Self::TokenBucket(s) => s.clamp_remaining(now, remaining),

@@ -26,8 +26,8 @@
 //! - **Weighted equals repeated:** admitting `n` at its slot books the same slots as `n`
 //!   unit admissions each made at the slot the previous one was told to wait for.
 //! - **Refunds** move `S` back by `δ·T` (never before `now`); **extra charges** move it
-//!   forward by `δ·T` (up to the one-window bound). `clamp_remaining(r)` with `r < amount`
-//!   books `(amount − r)` slots from now: what remains at once is then 0.
+//!   forward by `δ·T` (up to the one-window bound). `clamp_remaining(0)` books one window of
+//!   slots from now; a positive server remaining leaves the pacer alone.
 //! - **Clock going backwards:** an earlier `now` is simply further from the slot: it
 //!   refuses more, never admits extra, and its wait (counted from that `now`) is exact.
 //!   `remaining` is `amount` at or after the slot and 0 before it.
@@ -148,12 +148,15 @@ impl LeakyBucket {
         self.check(now, 0).err().unwrap_or(0)
     }
 
-    /// Lowers what remains to at most `remaining` (never raises it): with
-    /// `remaining < amount`, books the `amount − remaining` units the server says are used.
+    /// Applies a server-reported `remaining`: only `0` changes a pacing queue, booking one
+    /// window of slots from `now` (never moving the slot earlier). A positive remaining says
+    /// nothing the pacer does not already keep: it never admits more than `amount` per
+    /// window, and a server's per-window count (Azure reports the minute's remaining tokens
+    /// on every response) would otherwise read as a backlog and stall the queue.
     pub fn clamp_remaining(&mut self, now: Nanos, remaining: u64) {
-        if remaining < self.capacity {
+        if remaining == 0 {
             let t = self.scaled_now(now);
-            self.book(t, t.saturating_add(self.span(self.capacity - remaining)));
+            self.book(t, t.saturating_add(self.span(self.capacity)));
         }
     }
 
@@ -227,13 +230,17 @@ mod tests {
     }
 
     #[test]
-    fn clamp_remaining_books_the_used_part() {
+    fn only_an_exhausted_server_window_stalls_the_pacer() {
         let mut l = leaky(10, Duration::from_secs(10));
-        l.clamp_remaining(0, 10);
-        assert_eq!(l.remaining(0), 10);
         l.clamp_remaining(0, 7);
+        assert_eq!(
+            l.remaining(0),
+            10,
+            "a positive remaining leaves the pacer alone"
+        );
+        l.clamp_remaining(0, 0);
         assert_eq!(l.remaining(0), 0);
-        assert_eq!(l.reset_after(0), 3 * S);
+        assert_eq!(l.reset_after(0), 10 * S, "one window of slots booked");
         l.reset(0);
         assert_eq!(l.remaining(0), 10);
     }

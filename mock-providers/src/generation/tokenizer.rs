@@ -125,7 +125,9 @@ pub fn count_chat_prompt(encoding: Encoding, messages: &[ChatMessageText<'_>]) -
             .saturating_add(encoding.count_cached(m.role))
             .saturating_add(encoding.count_cached(m.content));
         if let Some(name) = m.name {
-            total = total.saturating_add(1).saturating_add(encoding.count_cached(name));
+            total = total
+                .saturating_add(1)
+                .saturating_add(encoding.count_cached(name));
         }
     }
     total

@@ -74,6 +74,11 @@ fn text(v: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(v).ok()
 }
 
+/// A header value that takes over `v`'s buffer instead of copying it.
+fn owned(v: String) -> Option<HeaderValue> {
+    HeaderValue::try_from(v).ok()
+}
+
 fn put(h: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
     if let Some(v) = value {
         h.insert(name, v);
@@ -83,16 +88,16 @@ fn put(h: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
 /// `x-request-id: req_…` (OpenAI).
 pub fn openai_request_id(s: &HeaderSwitches, id: &RequestId, h: &mut HeaderMap) {
     if s.request_id {
-        put(h, REQUEST_ID, text(&id.openai()));
+        put(h, REQUEST_ID, owned(id.openai()));
     }
 }
 
 /// `x-request-id`, `apim-request-id` and `x-ms-region` (Azure).
 pub fn azure_ids(s: &HeaderSwitches, id: &RequestId, region: &str, h: &mut HeaderMap) {
     if s.request_id {
-        let uuid = id.uuid();
-        put(h, REQUEST_ID, text(&uuid));
-        put(h, APIM_REQUEST_ID, text(&uuid));
+        let uuid = owned(id.uuid());
+        put(h, APIM_REQUEST_ID, uuid.clone());
+        put(h, REQUEST_ID, uuid);
     }
     if s.region {
         put(h, REGION, text(region));
@@ -108,8 +113,8 @@ pub fn openai_rate_limit(s: &HeaderSwitches, q: &QuotaSnapshot, h: &mut HeaderMa
     h.insert(LIMIT_TOKENS, HeaderValue::from(q.limit_tokens));
     h.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining_requests));
     h.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining_tokens));
-    put(h, RESET_REQUESTS, text(&go_duration_ms(q.reset_requests)));
-    put(h, RESET_TOKENS, text(&go_duration_ms(q.reset_tokens)));
+    put(h, RESET_REQUESTS, owned(go_duration_ms(q.reset_requests)));
+    put(h, RESET_TOKENS, owned(go_duration_ms(q.reset_tokens)));
 }
 
 /// `openai-organization`, `openai-processing-ms`, `openai-version`.

@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 pub mod errors;
+mod fast_chat;
 mod headers;
 mod pipeline;
 pub mod request;

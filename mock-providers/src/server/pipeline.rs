@@ -58,12 +58,25 @@ pub async fn serve(
         Flavor::OpenAi => hdr::openai_request_id(&inner.config.headers, &id, &mut h),
         Flavor::Azure => hdr::azure_ids(&inner.config.headers, &id, &inner.config.region, &mut h),
     }
-    let mut response = match handle(inner, route, headers, body, number, &id, &mut h).await {
-        Ok(r) => r,
-        Err(e) => json(e.status, e.body.into_bytes()),
+    let (status, body) = match handle(inner, route, headers, body, number, &id, &mut h).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            (e.status, Body::from(e.body))
+        }
     };
-    response.headers_mut().extend(h);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = h;
     response
+}
+
+/// A successful reply: status and body (its headers are in the map being built).
+type Reply = (StatusCode, Body);
+
+fn json_reply(h: &mut HeaderMap, body: Vec<u8>) -> Reply {
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    (StatusCode::OK, Body::from(body))
 }
 
 pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response {
@@ -91,7 +104,7 @@ async fn handle(
     number: u64,
     id: &hdr::RequestId,
     h: &mut HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Reply, ApiError> {
     let switches = &inner.config.headers;
     let org = match route.flavor {
         Flavor::OpenAi => auth::openai(inner, headers)?,
@@ -203,7 +216,7 @@ async fn handle(
             if route.flavor == Flavor::OpenAi {
                 hdr::openai_meta(switches, org_id, latency, h);
             }
-            Ok(json(StatusCode::OK, body))
+            Ok(json_reply(h, body))
         }
         Req::Chat { .. } | Req::Completion { .. } => {
             let generated = generate(inner, &target, &parsed, number);
@@ -246,14 +259,12 @@ async fn handle(
                 if drop_stream {
                     stats.faults_dropped.fetch_add(1, Relaxed);
                 }
-                let mut r = Response::new(stream::body(plan));
-                let rh = r.headers_mut();
-                rh.insert(
+                h.insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/event-stream; charset=utf-8"),
                 );
-                rh.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                return Ok(r);
+                h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                return Ok((StatusCode::OK, stream::body(plan)));
             }
             let longest = generated
                 .choices
@@ -279,7 +290,7 @@ async fn handle(
             } else {
                 respond::chat(&env, &generated.choices, usage)
             };
-            Ok(json(StatusCode::OK, body))
+            Ok(json_reply(h, body))
         }
     }
 }

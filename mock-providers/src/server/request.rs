@@ -129,8 +129,33 @@ pub enum Operation {
     Embedding,
 }
 
+/// The chat roles OpenAI accepts.
+pub(super) fn valid_role(role: &str) -> bool {
+    matches!(
+        role,
+        "system" | "assistant" | "user" | "function" | "tool" | "developer"
+    )
+}
+
 /// Parses and validates `bytes` for `op`; `model_required` on OpenAI routes.
+///
+/// A well-formed chat request takes a typed fast path ([`super::fast_chat`]); anything it
+/// does not accept is read here, the one place that words errors.
 pub fn parse(bytes: &[u8], op: Operation, model_required: bool) -> Result<ParsedRequest, ApiError> {
+    if op == Operation::Chat {
+        if let Some(parsed) = super::fast_chat::parse(bytes, model_required) {
+            return Ok(parsed);
+        }
+    }
+    parse_slow(bytes, op, model_required)
+}
+
+/// The general reader behind [`parse`] (public to the crate so tests can compare paths).
+pub(crate) fn parse_slow(
+    bytes: &[u8],
+    op: Operation,
+    model_required: bool,
+) -> Result<ParsedRequest, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|_| ApiError::invalid_json())?;
     let Value::Object(mut obj) = value else {
         return Err(ApiError::invalid_request(
@@ -186,10 +211,7 @@ fn messages(obj: &mut Map<String, Value>) -> Result<Vec<Message>, ApiError> {
             Some(Value::String(r)) => r,
             Some(v) => return Err(wrong_type(&format!("messages[{i}].role"), "a string", &v)),
         };
-        if !matches!(
-            role.as_str(),
-            "system" | "assistant" | "user" | "function" | "tool" | "developer"
-        ) {
+        if !valid_role(&role) {
             return Err(ApiError::invalid_request(
                 &format!("Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'."),
                 Some(&format!("messages[{i}].role")),
@@ -203,7 +225,11 @@ fn messages(obj: &mut Map<String, Value>) -> Result<Vec<Message>, ApiError> {
             Some(Value::Array(parts)) => text_parts(&parts, i)?,
             Some(v) => {
                 let param = format!("messages[{i}].content");
-                return Err(wrong_type(&param, "one of a string or array of objects", &v));
+                return Err(wrong_type(
+                    &param,
+                    "one of a string or array of objects",
+                    &v,
+                ));
             }
         };
         let name = match m.remove("name") {

@@ -75,6 +75,14 @@ pub(crate) enum YLabels {
 }
 
 impl YLabels {
+    /// A value written on a bar: like the axis, but whole numbers below 100 000 in full.
+    pub(crate) fn value_label(self, v: f64) -> String {
+        match self {
+            YLabels::Short if (10.0..1e5).contains(&v.abs()) => format!("{v:.0}"),
+            other => other.format(v),
+        }
+    }
+
     pub(crate) fn format(self, v: f64) -> String {
         match self {
             YLabels::Short => super::style::short_number(v),
@@ -220,6 +228,7 @@ fn draw_line_panel<DB: DrawingBackend>(
             0.0..y1,
         )?;
     let x_fmt = |v: &f64| match x.labels {
+        XLabels::Plain if v.fract() == 0.0 && v.abs() < 1e4 => format!("{v:.0}"),
         XLabels::Plain => super::style::short_number(*v),
         XLabels::Percentile => super::style::x_to_percentile_label(*v),
     };
@@ -278,7 +287,11 @@ fn draw_line_panel<DB: DrawingBackend>(
     if legend {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            // Percentile curves rise to the right: their lower right corner is empty.
+            .position(match x.labels {
+                XLabels::Plain => SeriesLabelPosition::UpperRight,
+                XLabels::Percentile => SeriesLabelPosition::LowerRight,
+            })
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .label_font(("sans-serif", LABEL_FONT))
@@ -423,16 +436,23 @@ fn draw_bar_panel<DB: DrawingBackend>(
                         [(l, 0.0), (r, v.max(0.0))],
                         bar.colour.filled(),
                     )))?;
+                    // Kept above the tag line so small values stay readable.
+                    let label_y = if bar.tag.is_some() {
+                        v.max(y1 * 0.04)
+                    } else {
+                        v.max(0.0)
+                    };
                     chart.draw_series(std::iter::once(Text::new(
-                        panel.y_labels.format(v),
-                        (centre, v.max(0.0)),
+                        panel.y_labels.value_label(v),
+                        (centre, label_y),
                         value_font.clone(),
                     )))?;
                 }
                 None => {
+                    let label_y = if bar.tag.is_some() { y1 * 0.04 } else { 0.0 };
                     chart.draw_series(std::iter::once(Text::new(
                         "n/a".to_owned(),
-                        (centre, 0.0),
+                        (centre, label_y),
                         value_font.clone(),
                     )))?;
                 }

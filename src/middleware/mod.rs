@@ -1,0 +1,314 @@
+//! The middleware pipeline (hub specification §Middleware): cross-cutting concerns — rate
+//! limiting, retries, caching, logging — wrap every provider call in one place instead of
+//! in each connector.
+//!
+//! Ordering rules, enforced by [`Pipeline::execute`]:
+//! - `on_request` runs in registration order; an error there stops the call (the provider
+//!   is not called) and is returned.
+//! - `on_response` and `on_error` run in reverse registration order, so the first
+//!   registered middleware is the outermost layer.
+//! - an `on_response` error turns the success into that error (the remaining
+//!   `on_response` hooks are skipped);
+//! - every `on_error` hook sees the provider's error; the action taken is the first
+//!   non-[`ErrorAction::Propagate`] one in reverse order (the layer closest to the provider
+//!   decides); an `on_error` error overrides the original error and is returned at once.
+//! - [`ErrorAction::Retry`] runs the whole chain again (so a rate limiter re-acquires);
+//!   [`ErrorAction::Fallback`] runs it again against another provider.
+//!
+//! One [`MiddlewareContext`] lives from the first `on_request` to the last hook of a call,
+//! across retries and fallbacks.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::clock::{Clock, Nanos};
+use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError, LLMProvider};
+
+pub mod cache;
+pub mod fallback;
+pub mod rate_limit;
+pub mod retry;
+
+pub use cache::CacheMiddleware;
+pub use fallback::FallbackMiddleware;
+pub use rate_limit::{RateLimitMiddleware, TokenEstimator};
+pub use retry::RetryMiddleware;
+
+/// The most provider calls one [`Pipeline::execute`] makes (first try, retries and
+/// fallbacks together), so a middleware that always says `Retry` cannot loop forever.
+pub const MAX_CALLS: u32 = 32;
+
+/// A middleware hook failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MiddlewareError {
+    /// The named middleware refused the call or the response.
+    #[error("middleware `{middleware}` failed: {message}")]
+    Failed {
+        /// The middleware's [`Middleware::name`].
+        middleware: String,
+        /// Why.
+        message: String,
+    },
+    /// The rate limiter refused the request (it can never fit, timed out or queue full).
+    #[error("rate limiter refused the request: {0}")]
+    Limit(String),
+}
+
+/// Why [`Pipeline::execute`] produced no response.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PipelineError {
+    /// The provider's error, propagated after the `on_error` hooks.
+    #[error(transparent)]
+    Provider(#[from] ConnectorError),
+    /// A middleware hook failed; this replaces any provider error.
+    #[error(transparent)]
+    Middleware(#[from] MiddlewareError),
+    /// A fallback named a provider the pipeline's provider set does not hold.
+    #[error("unknown fallback provider `{0}`")]
+    UnknownProvider(String),
+    /// [`MAX_CALLS`] provider calls were made without a final answer; carries the last error.
+    #[error("gave up after {calls} calls: {last}")]
+    TooManyCalls {
+        /// Calls made.
+        calls: u32,
+        /// The last provider error.
+        last: ConnectorError,
+    },
+}
+
+impl PipelineError {
+    /// The provider error behind this error, if it is one.
+    pub fn connector_error(&self) -> Option<&ConnectorError> {
+        match self {
+            Self::Provider(e) | Self::TooManyCalls { last: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What to do after a provider error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// Send the request again (the whole chain runs again).
+    Retry,
+    /// Send the request to the provider with this id instead.
+    Fallback(String),
+    /// Give the error to the caller.
+    Propagate,
+}
+
+/// State shared by the hooks of one call, preserved from request to response.
+pub struct MiddlewareContext {
+    /// The id of the provider the current attempt goes to (changes on fallback).
+    pub provider_id: String,
+    /// When the call started, in the pipeline clock's nanoseconds.
+    pub started_at: Nanos,
+    /// Retries made so far against the current provider (0 on the first try; reset on
+    /// fallback). `RetryMiddleware` asks the limiter for the delay of retry `attempt + 1`.
+    pub attempt: u32,
+    /// Providers already tried, in order (the current one last).
+    pub tried: Vec<String>,
+    /// Free-form string metadata, e.g. a request id, for hooks and callers.
+    pub metadata: HashMap<String, String>,
+    /// A response an `on_request` hook supplies (a cache hit): the provider is not called,
+    /// the remaining `on_request` hooks are skipped and only the `on_response` hooks of the
+    /// middlewares that ran see it.
+    pub short_circuit: Option<CompletionResponse>,
+    extensions: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for MiddlewareContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MiddlewareContext")
+            .field("provider_id", &self.provider_id)
+            .field("started_at", &self.started_at)
+            .field("attempt", &self.attempt)
+            .field("tried", &self.tried)
+            .field("metadata", &self.metadata)
+            .field("extensions", &self.extensions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl MiddlewareContext {
+    /// A context for a call to `provider_id` starting at `started_at` (nanoseconds).
+    pub fn new(provider_id: impl Into<String>, started_at: Nanos) -> Self {
+        let provider_id = provider_id.into();
+        Self {
+            tried: vec![provider_id.clone()],
+            provider_id,
+            started_at,
+            attempt: 0,
+            metadata: HashMap::new(),
+            short_circuit: None,
+            extensions: HashMap::new(),
+        }
+    }
+
+    /// Stores a typed value under `name` (replacing any), for a later hook of the same call.
+    pub fn insert<T: Any + Send + Sync>(&mut self, name: &'static str, value: T) {
+        self.extensions.insert(name, Box::new(value));
+    }
+
+    /// Removes and returns the value stored under `name`, if it has type `T`.
+    pub fn take<T: Any + Send + Sync>(&mut self, name: &'static str) -> Option<T> {
+        let boxed = self.extensions.remove(name)?;
+        match boxed.downcast::<T>() {
+            Ok(v) => Some(*v),
+            Err(other) => {
+                self.extensions.insert(name, other);
+                None
+            }
+        }
+    }
+
+    /// The value stored under `name`, if it has type `T`.
+    pub fn get<T: Any + Send + Sync>(&self, name: &'static str) -> Option<&T> {
+        self.extensions.get(name)?.downcast_ref()
+    }
+}
+
+/// A request/response interceptor. Hooks get the request or response mutably and the
+/// call's [`MiddlewareContext`]. All hooks have no-op defaults.
+#[async_trait]
+pub trait Middleware: Send + Sync + fmt::Debug {
+    /// A short stable name for errors and logs (`"rate_limit"`, `"retry"`).
+    fn name(&self) -> &str;
+
+    /// Before the provider is called; an error stops the call.
+    async fn on_request(
+        &self,
+        _request: &mut CompletionRequest,
+        _ctx: &mut MiddlewareContext,
+    ) -> Result<(), MiddlewareError> {
+        Ok(())
+    }
+
+    /// After a successful response; an error turns the success into that error.
+    async fn on_response(
+        &self,
+        _response: &mut CompletionResponse,
+        _ctx: &mut MiddlewareContext,
+    ) -> Result<(), MiddlewareError> {
+        Ok(())
+    }
+
+    /// After a provider error: what to do next. An error overrides the provider's.
+    async fn on_error(
+        &self,
+        _error: &ConnectorError,
+        _ctx: &mut MiddlewareContext,
+    ) -> Result<ErrorAction, MiddlewareError> {
+        Ok(ErrorAction::Propagate)
+    }
+}
+
+/// The providers a pipeline may send to: the primary and any fallback targets, by id.
+pub type ProviderSet = HashMap<String, Arc<dyn LLMProvider>>;
+
+/// An ordered list of middlewares around provider calls.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    middlewares: Vec<Arc<dyn Middleware>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Pipeline {
+    /// An empty pipeline reading call start times from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            middlewares: Vec::new(),
+            clock,
+        }
+    }
+
+    /// Appends `middleware` (it runs after the ones already added on requests, before
+    /// them on responses and errors).
+    pub fn with(mut self, middleware: Arc<dyn Middleware>) -> Self {
+        self.middlewares.push(middleware);
+        self
+    }
+
+    /// The middlewares in registration order.
+    pub fn middlewares(&self) -> &[Arc<dyn Middleware>] {
+        &self.middlewares
+    }
+
+    /// Sends `request` to the provider `provider_id` of `providers` through the
+    /// middlewares, following the module's ordering and error rules. Each attempt starts
+    /// from a fresh copy of the caller's request.
+    pub async fn execute(
+        &self,
+        providers: &ProviderSet,
+        provider_id: &str,
+        request: CompletionRequest,
+    ) -> Result<CompletionResponse, PipelineError> {
+        let mut ctx = MiddlewareContext::new(provider_id, self.clock.now());
+        self.execute_with(providers, request, &mut ctx).await
+    }
+
+    /// [`execute`](Self::execute) with a caller-made context (its `provider_id` is the
+    /// first target), so the caller can read the context afterwards.
+    pub async fn execute_with(
+        &self,
+        providers: &ProviderSet,
+        request: CompletionRequest,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<CompletionResponse, PipelineError> {
+        let mut calls = 0;
+        loop {
+            let provider = providers
+                .get(&ctx.provider_id)
+                .ok_or_else(|| PipelineError::UnknownProvider(ctx.provider_id.clone()))?;
+            let mut req = request.clone();
+            let mut ran = 0;
+            for m in &self.middlewares {
+                m.on_request(&mut req, ctx).await?;
+                ran += 1;
+                if ctx.short_circuit.is_some() {
+                    break;
+                }
+            }
+            let outcome = match ctx.short_circuit.take() {
+                Some(cached) => Ok(cached),
+                None => {
+                    calls += 1;
+                    provider.send_completion(req).await
+                }
+            };
+            match outcome {
+                Ok(mut response) => {
+                    for m in self.middlewares[..ran].iter().rev() {
+                        m.on_response(&mut response, ctx).await?;
+                    }
+                    return Ok(response);
+                }
+                Err(error) => {
+                    let mut action = ErrorAction::Propagate;
+                    for m in self.middlewares.iter().rev() {
+                        let a = m.on_error(&error, ctx).await?;
+                        if action == ErrorAction::Propagate {
+                            action = a;
+                        }
+                    }
+                    if action != ErrorAction::Propagate && calls >= MAX_CALLS {
+                        return Err(PipelineError::TooManyCalls { calls, last: error });
+                    }
+                    match action {
+                        ErrorAction::Propagate => return Err(error.into()),
+                        ErrorAction::Retry => ctx.attempt += 1,
+                        ErrorAction::Fallback(id) => {
+                            ctx.provider_id = id.clone();
+                            ctx.attempt = 0;
+                            ctx.tried.push(id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
