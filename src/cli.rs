@@ -16,6 +16,9 @@ use crate::harness::runner::{self, RunOptions};
 use crate::harness::scenario::Scenario;
 use crate::harness::sim::{simulate, SimOptions};
 use crate::harness::verify::verify;
+use crate::harness::compare::{compare, RegressionRule};
+use crate::harness::report_files::ReportData;
+use crate::harness::{charts, html};
 use crate::units::parse_duration;
 
 /// Find, prove and keep the right client-side rate limits for LLM APIs.
@@ -67,6 +70,19 @@ enum Command {
         /// Virtual time in-flight requests may finish after the last arrival.
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         drain: Duration,
+    },
+    /// Compare several reports side by side (table and overlay charts), optionally failing
+    /// on regressions against the first.
+    Compare {
+        /// Report directories; the first is the reference.
+        #[arg(required = true, num_args = 2..)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the comparison (default: reports/compare).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A regression rule, e.g. "throttled_ratio > +10%" or "latency_p99 > +500"; repeatable.
+        #[arg(long = "fail-if")]
+        fail_if: Vec<String>,
     },
     /// Validate a scenario and print the resolved plan.
     Check {
@@ -143,6 +159,20 @@ fn load(file: &PathBuf) -> Result<Scenario, Failure> {
     Scenario::from_file(file).map_err(|e| Failure::BadInput(e.into()))
 }
 
+/// Writes the charts and `index.html` of the report in `dir`. A failure here is reported
+/// and leaves the data files (already written) in place.
+fn render(dir: &std::path::Path) {
+    let rendered = ReportData::load(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|data| {
+            charts::render_charts(&data, dir).map_err(|e| e.to_string())?;
+            html::write_index_html(&data, dir).map_err(|e| e.to_string())
+        });
+    if let Err(e) = rendered {
+        eprintln!("hub: charts not written: {e}");
+    }
+}
+
 /// Exit 0 when every limiter passed its thresholds, 3 otherwise. The `none` baseline is
 /// the reference the limiters are compared with: its verdict is reported, not gating.
 fn verdict(summary: &crate::harness::summary::Summary) -> ExitCode {
@@ -201,6 +231,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 e => Failure::Run(e.into()),
             })?;
             println!("{}", summary_markdown(&summary));
+            render(&opts.out);
             println!("report: {}", opts.out.display());
             Ok(verdict(&summary))
         }
@@ -228,12 +259,32 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 e => Failure::Run(e.into()),
             })?;
             println!("{}", summary_markdown(&summary));
+            render(&opts.out);
             println!(
                 "report: {} (simulated in {:.2} s)",
                 opts.out.display(),
                 started.elapsed().as_secs_f64()
             );
             Ok(verdict(&summary))
+        }
+        Command::Compare { dirs, out, fail_if } => {
+            let rules = fail_if
+                .iter()
+                .map(|r| r.parse::<RegressionRule>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Failure::BadInput(e.into()))?;
+            let out = out.unwrap_or_else(|| PathBuf::from("reports").join("compare"));
+            let outcome = compare(&dirs, &out, &rules).map_err(|e| Failure::BadInput(e.into()))?;
+            println!("{}", outcome.text);
+            for v in outcome.violations() {
+                println!("regression: {v:?}");
+            }
+            println!("comparison: {}", out.display());
+            Ok(if outcome.regressed() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Verify { file, cases, seed } => {
             let s = load(&file)?;

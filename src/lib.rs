@@ -12,8 +12,11 @@ pub mod clock;
 pub mod generator;
 pub mod harness;
 pub mod limiter;
+pub mod metrics;
 pub mod middleware;
+pub mod plugin;
 pub mod provider;
+pub mod selector;
 pub mod units;
 
 /// The README's examples, compiled and run as doc tests.

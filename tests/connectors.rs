@@ -864,7 +864,15 @@ async fn throughput_connector_vs_raw_reqwest() {
             }
             let resp = rb.send().await.expect("sent");
             assert!(resp.status().is_success(), "{}", resp.status());
+            if timeout.is_some() {
+                let meta = connector_hub::limiter::HeaderProfile::Openai.parse(Some(200), resp.headers());
+                assert!(meta.limit_requests.is_some());
+                let b = resp.bytes().await.expect("body");
+                let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+            } else {
             assert!(!resp.bytes().await.expect("body").is_empty());
+            }
         }
     };
     let raw_plain = {

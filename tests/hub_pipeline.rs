@@ -342,7 +342,7 @@ async fn retry_honours_retry_after_ms_exactly() {
     let keys = RateLimitMiddleware::new(limiter.clone()).with_deployment(id.clone(), "slow");
     let retry = Arc::new(RetryMiddleware::new(limiter, keys, hub_clock.clone()));
     let pipe = Pipeline::new(hub_clock).with(retry.clone());
-    let set = providers(&[azure.clone()]);
+    let set = providers(std::slice::from_ref(&azure));
 
     pipe.execute(&set, &id, request(MODEL))
         .await

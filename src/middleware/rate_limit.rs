@@ -16,6 +16,10 @@ use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError};
 /// Context slot holding the current attempt's [`Permit`].
 const PERMIT: &str = "rate_limit.permit";
 
+/// Context slot holding how long the current attempt waited in `acquire`, a [`std::time::Duration`]
+/// (read by the metrics middleware).
+pub const WAITED: &str = "rate_limit.waited";
+
 /// Tokens the OpenAI chat format adds per message (role and separators) and per reply
 /// primer; the documented cookbook figures for current models.
 const TOKENS_PER_MESSAGE: u64 = 3;
@@ -135,6 +139,7 @@ impl Middleware for RateLimitMiddleware {
             .acquire(&key, self.estimator.estimate(request))
             .await
             .map_err(|e| MiddlewareError::Limit(e.to_string()))?;
+        ctx.insert(WAITED, permit.waited());
         ctx.insert(PERMIT, permit);
         Ok(())
     }

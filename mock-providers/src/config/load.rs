@@ -237,7 +237,7 @@ fn locate(text: &str, table: &str, index: Option<usize>, key: &str) -> usize {
             }
             continue;
         }
-        let in_table = current == table && index.map_or(true, |i| count == i + 1);
+        let in_table = current == table && index.is_none_or(|i| count == i + 1);
         let is_key = line
             .split_once('=')
             .is_some_and(|(k, _)| k.trim().trim_matches('"') == key);

@@ -61,7 +61,7 @@ pub fn parse(bytes: &[u8], model_required: bool) -> Option<ParsedRequest> {
     if (model_required && c.model.is_none()) || c.messages.is_empty() {
         return None;
     }
-    let in_range = |v: Option<u64>, max: u64| v.is_none_or_in(1, max);
+    let in_range = |v: Option<u64>, max: u64| v.is_none_or(|v| (1..=max).contains(&v));
     if !in_range(c.max_tokens, u64::from(u32::MAX))
         || !in_range(c.max_completion_tokens, u64::from(u32::MAX))
         || !in_range(c.n, 128)
@@ -113,16 +113,6 @@ pub fn parse(bytes: &[u8], model_required: bool) -> Option<ParsedRequest> {
         model: c.model.map(Cow::into_owned),
         body: Body::Chat { messages, params },
     })
-}
-
-trait RangeExt {
-    fn is_none_or_in(self, min: u64, max: u64) -> bool;
-}
-
-impl RangeExt for Option<u64> {
-    fn is_none_or_in(self, min: u64, max: u64) -> bool {
-        self.map_or(true, |v| (min..=max).contains(&v))
-    }
 }
 
 #[cfg(test)]

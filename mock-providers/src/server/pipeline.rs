@@ -312,7 +312,7 @@ fn kind_serves(kind: ModelKind, op: Operation) -> bool {
 }
 
 fn azure_target<'a>(inner: &'a Inner, route: Route<'_>) -> Result<Target<'a>, ApiError> {
-    if route.api_version.is_none_or_empty() {
+    if route.api_version.is_none_or(str::is_empty) {
         return Err(ApiError::not_found(Flavor::Azure, "POST", ""));
     }
     let index = route
@@ -372,16 +372,6 @@ fn openai_target<'a>(
         faults: model.faults,
         org,
     })
-}
-
-trait OptionStrExt {
-    fn is_none_or_empty(&self) -> bool;
-}
-
-impl OptionStrExt for Option<&str> {
-    fn is_none_or_empty(&self) -> bool {
-        self.map_or(true, str::is_empty)
-    }
 }
 
 struct Generated {
