@@ -11,13 +11,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::harness::compare::{compare, RegressionRule};
 use crate::harness::report::summary_markdown;
+use crate::harness::report_files::ReportData;
 use crate::harness::runner::{self, RunOptions};
 use crate::harness::scenario::Scenario;
 use crate::harness::sim::{simulate, SimOptions};
 use crate::harness::verify::verify;
-use crate::harness::compare::{compare, RegressionRule};
-use crate::harness::report_files::ReportData;
 use crate::harness::{charts, html};
 use crate::units::parse_duration;
 
@@ -155,7 +155,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(Failure::Run)
 }
 
-fn load(file: &PathBuf) -> Result<Scenario, Failure> {
+fn load(file: &std::path::Path) -> Result<Scenario, Failure> {
     Scenario::from_file(file).map_err(|e| Failure::BadInput(e.into()))
 }
 
@@ -248,7 +248,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 scenario = scenario.with_duration(d);
             }
             let opts = SimOptions {
-                out: out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-sim", scenario.name))),
+                out: out.unwrap_or_else(|| {
+                    PathBuf::from("reports").join(format!("{}-sim", scenario.name))
+                }),
                 limiter,
                 requests_csv: !no_requests_csv,
                 drain,
@@ -293,15 +295,28 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let mut failed = false;
             for o in &outcomes {
                 match &o.counterexample {
-                    None => println!("{}: {} traces, {} admitted: invariants hold", o.limiter, o.cases, o.admitted),
+                    None => println!(
+                        "{}: {} traces, {} admitted: invariants hold",
+                        o.limiter, o.cases, o.admitted
+                    ),
                     Some(c) => {
                         failed = true;
-                        println!("{}: FAILED on {} (trace seed {}): {}", o.limiter, c.dimension, c.seed, c.violation);
-                        println!("  admissions (ns, cost) in the violating span: {:?}", c.excerpt);
+                        println!(
+                            "{}: FAILED on {} (trace seed {}): {}",
+                            o.limiter, c.dimension, c.seed, c.violation
+                        );
+                        println!(
+                            "  admissions (ns, cost) in the violating span: {:?}",
+                            c.excerpt
+                        );
                     }
                 }
             }
-            Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Mock { config, addr } => {
             let cfg = match &config {

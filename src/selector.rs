@@ -180,7 +180,7 @@ impl ProviderSelector for WeightedSelector {
 }
 
 /// The LLM-aware choice: most requests of this request's estimated size (tiktoken prompt
-/// + `max_tokens × n`) that the limiter says each candidate's key can still admit now —
+/// tokens plus `max_tokens × n`) that the limiter says each candidate's key can still admit now —
 /// the minimum over its request and token dimensions; an unlimited key counts as
 /// unbounded. Ties keep the given order; a key whose stats cannot be read ranks last.
 #[derive(Debug, Clone)]

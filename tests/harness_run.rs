@@ -104,7 +104,10 @@ fn run_writes_the_report_contract_and_the_baseline_alone_is_throttled() {
         Some(0),
         "the limiter passes; the baseline's failure is reported, not gating\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("| gcra |") && stdout.contains("| none |"), "{stdout}");
+    assert!(
+        stdout.contains("| gcra |") && stdout.contains("| none |"),
+        "{stdout}"
+    );
 
     let (header, rows) = read_csv(&out.join("requests.csv"));
     assert_eq!(
@@ -131,7 +134,8 @@ fn run_writes_the_report_contract_and_the_baseline_alone_is_throttled() {
 
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let schema: Value = serde_json::from_str(include_str!("../reports/summary.schema.json")).unwrap();
+    let schema: Value =
+        serde_json::from_str(include_str!("../reports/summary.schema.json")).unwrap();
     if let Err(e) = validate(&schema, &summary, "$") {
         panic!("summary.json violates the schema: {e}");
     }
@@ -145,7 +149,10 @@ fn run_writes_the_report_contract_and_the_baseline_alone_is_throttled() {
             .unwrap()
     };
     let (gcra, none) = (by_name("gcra"), by_name("none"));
-    assert_eq!(gcra["throttled"], 0, "a limiter set from the quota sees no 429");
+    assert_eq!(
+        gcra["throttled"], 0,
+        "a limiter set from the quota sees no 429"
+    );
     assert!(none["throttled"].as_u64().unwrap() > 0, "the baseline does");
     assert_eq!(gcra["passed"], true);
     assert_eq!(none["passed"], false);
@@ -163,24 +170,50 @@ fn a_limiter_failing_a_threshold_is_exit_3() {
     );
     let scenario = write_scenario(&dir, &text);
     let out = dir.join("sim");
-    let o = hub(&["simulate", scenario.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = hub(&[
+        "simulate",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL: quota_utilisation"));
 }
 
 #[test]
 fn bad_input_is_exit_2_with_file_line_and_field() {
     let dir = scratch("bad");
-    let scenario = write_scenario(&dir, &THREE_SECONDS.replace("rate = \"15/s\"", "rate = \"15/sx\""));
-    let o = hub(&["run", scenario.to_str().unwrap(), "--out", dir.join("r").to_str().unwrap()]);
+    let scenario = write_scenario(
+        &dir,
+        &THREE_SECONDS.replace("rate = \"15/s\"", "rate = \"15/sx\""),
+    );
+    let o = hub(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        dir.join("r").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("scenario.toml:") && err.contains("rate"), "{err}");
+    assert!(
+        err.contains("scenario.toml:") && err.contains("rate"),
+        "{err}"
+    );
 }
 
 fn simulate(dir: &Path, scenario: &Path, name: &str) -> PathBuf {
     let out = dir.join(name);
-    let o = hub(&["simulate", scenario.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = hub(&[
+        "simulate",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(
         matches!(o.status.code(), Some(0 | 3)),
         "{}",
@@ -193,9 +226,15 @@ fn simulate(dir: &Path, scenario: &Path, name: &str) -> PathBuf {
 fn simulation_with_the_same_seed_is_byte_identical() {
     let dir = scratch("det");
     let scenario = write_scenario(&dir, &THREE_SECONDS.replace("\"3s\"", "\"30s\""));
-    let (a, b) = (simulate(&dir, &scenario, "a"), simulate(&dir, &scenario, "b"));
+    let (a, b) = (
+        simulate(&dir, &scenario, "a"),
+        simulate(&dir, &scenario, "b"),
+    );
     for f in ["requests.csv", "timeseries.csv", "summary.json"] {
-        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        let (x, y) = (
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+        );
         assert!(x == y, "{f} differs between two runs with the same seed");
     }
 }
@@ -301,10 +340,18 @@ fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
         }
     }
     if let Some(n) = v.as_f64() {
-        if schema.get("minimum").and_then(Value::as_f64).is_some_and(|m| n < m) {
+        if schema
+            .get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n < m)
+        {
             return Err(format!("{at}: {n} below minimum"));
         }
-        if schema.get("maximum").and_then(Value::as_f64).is_some_and(|m| n > m) {
+        if schema
+            .get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n > m)
+        {
             return Err(format!("{at}: {n} above maximum"));
         }
     }
@@ -314,7 +361,12 @@ fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
         }
     }
     if let Some(obj) = v.as_object() {
-        for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for r in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let r = r.as_str().unwrap_or_default();
             if !obj.contains_key(r) {
                 return Err(format!("{at}: missing `{r}`"));
@@ -333,8 +385,14 @@ fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
     }
     if let Some(items) = v.as_array() {
         let len = items.len() as u64;
-        if schema.get("minItems").and_then(Value::as_u64).is_some_and(|m| len < m)
-            || schema.get("maxItems").and_then(Value::as_u64).is_some_and(|m| len > m)
+        if schema
+            .get("minItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| len < m)
+            || schema
+                .get("maxItems")
+                .and_then(Value::as_u64)
+                .is_some_and(|m| len > m)
         {
             return Err(format!("{at}: {len} items out of bounds"));
         }
@@ -349,7 +407,10 @@ fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
 
 #[test]
 fn the_schema_validator_rejects_what_it_should() {
-    let schema: Value = serde_json::from_str(include_str!("../reports/summary.schema.json")).unwrap();
+    let schema: Value =
+        serde_json::from_str(include_str!("../reports/summary.schema.json")).unwrap();
     let bad = serde_json::json!({ "schema_version": 1 });
-    assert!(validate(&schema, &bad, "$").unwrap_err().contains("missing"));
+    assert!(validate(&schema, &bad, "$")
+        .unwrap_err()
+        .contains("missing"));
 }

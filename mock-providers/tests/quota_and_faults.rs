@@ -112,6 +112,16 @@ async fn azure_token_limit_429_has_azure_headers() {
         .post(AZ, r#"{"messages":[{"role":"user","content":"abcd"}]}"#)
         .await;
     assert_eq!(r.status, 200, "the running count reset at the minute");
+
+    // Larger than the whole TPM: refused on tokens, told to wait for the minute's reset.
+    m.clock.advance(Duration::from_secs(15));
+    let body = r#"{"messages":[{"role":"user","content":"abcd"}],"max_tokens":10000}"#;
+    let r = m.post(AZ, body).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("policy-id"), Some("DeploymentRatelimit-Token"));
+    assert_eq!(r.header("retry-after"), Some("45"));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("token rate limit"), "{message}");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ pub(crate) mod build;
 pub(crate) mod figure;
 pub(crate) mod style;
 
-use figure::{BarFigure, Figure, LineFigure};
+use figure::{BarFigure, Figure, LineFigure, Target};
 
 /// Width and height of every chart, px.
 pub const CHART_SIZE: (u32, u32) = (1200, 700);
@@ -139,10 +139,11 @@ impl Figure for AnyFigure {
     fn draw<DB: DrawingBackend>(
         &self,
         root: &plotters::drawing::DrawingArea<DB, plotters::coord::Shift>,
+        target: Target,
     ) -> Result<(), figure::DrawError<DB>> {
         match self {
-            AnyFigure::Lines(f) => f.draw(root),
-            AnyFigure::Bars(f) => f.draw(root),
+            AnyFigure::Lines(f) => f.draw(root, target),
+            AnyFigure::Bars(f) => f.draw(root, target),
         }
     }
 }
@@ -172,7 +173,9 @@ pub(crate) fn figure_svg(figure: &impl Figure, stem: &str) -> Result<String, Cha
     let mut svg = String::with_capacity(1 << 16);
     {
         let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
-        figure.draw(&root).map_err(|e| draw_error(stem, e))?;
+        figure
+            .draw(&root, Target::Svg)
+            .map_err(|e| draw_error(stem, e))?;
     }
     Ok(svg)
 }
@@ -183,7 +186,9 @@ pub(crate) fn figure_png(figure: &impl Figure, stem: &str) -> Result<Vec<u8>, Ch
     let mut rgb = vec![0u8; w as usize * h as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, CHART_SIZE).into_drawing_area();
-        figure.draw(&root).map_err(|e| draw_error(stem, e))?;
+        figure
+            .draw(&root, Target::Bitmap)
+            .map_err(|e| draw_error(stem, e))?;
     }
     let png_error = |source| ChartError::Png {
         chart: stem.to_owned(),

@@ -3,20 +3,20 @@
 //!
 //! (Parallel work in progress: each part adds its own `pub mod` line below.)
 
-pub mod progress;
-pub mod record;
-pub mod report;
-pub mod request;
-pub mod runner;
-pub mod sim;
-pub mod summary;
-pub mod target;
-pub mod verify;
 pub mod arrival;
-pub mod scenario;
-pub mod thresholds;
-pub mod workload;
 pub mod charts;
 pub mod compare;
 pub mod html;
+pub mod progress;
+pub mod record;
+pub mod report;
 pub mod report_files;
+pub mod request;
+pub mod runner;
+pub mod scenario;
+pub mod sim;
+pub mod summary;
+pub mod target;
+pub mod thresholds;
+pub mod verify;
+pub mod workload;

@@ -70,7 +70,11 @@ pub enum RunError {
 
 /// Runs `scenario`, writing the report to `opts.out`. `stop` (set by Ctrl-C) ends the
 /// current limiter's arrivals early and skips the rest; the report covers what ran.
-pub async fn run(scenario: &Scenario, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
+pub async fn run(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, RunError> {
     let specs: Vec<_> = scenario
         .limiters
         .iter()
@@ -115,7 +119,10 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions, stop: Arc<AtomicBool>) 
             clock,
         });
         let progress = Progress::new(opts.progress, &spec.name, duration);
-        let (aggregate, w) = run_one(scenario, &spec.name, &strategy, ctx, writer, opts, &stop, &progress).await?;
+        let (aggregate, w) = run_one(
+            scenario, &spec.name, strategy, ctx, writer, opts, &stop, &progress,
+        )
+        .await?;
         writer = w;
         progress.finish();
         target.shutdown().await;
@@ -327,10 +334,7 @@ async fn run_one(
     } else {
         opts.drain
     };
-    let _ = tokio::time::timeout(drain, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     drop(tx);
@@ -360,10 +364,14 @@ pub fn admission_estimate(prompt_tokens: u64, prompt_chars: u64, max_tokens: u64
 fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedRequest {
     let shape = scenario.workload.shape(scenario.seed, id);
     let prompt = prompt_text(shape.prompt_tokens, shape.prompt_seed);
-    let estimated_tokens =
-        admission_estimate(shape.prompt_tokens, prompt.chars().count() as u64, shape.max_tokens);
-    let mut request = CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
-        .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
+    let estimated_tokens = admission_estimate(
+        shape.prompt_tokens,
+        prompt.chars().count() as u64,
+        shape.max_tokens,
+    );
+    let mut request =
+        CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
+            .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
     request.stream = shape.stream;
     PlannedRequest {
         id,

@@ -19,14 +19,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mock_providers::generation::LatencyModel;
-use mock_providers::quota::{AzureLimits, AzureQuota, Decision, OpenAiLimits, OpenAiQuota, QuotaEngine, QuotaSnapshot, Replenish};
+use mock_providers::quota::{
+    AzureLimits, AzureQuota, Decision, OpenAiLimits, OpenAiQuota, QuotaEngine, QuotaSnapshot,
+    Replenish,
+};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rustc_hash::FxHashMap;
 
 use crate::clock::{nanos, ManualClock, Nanos};
 use crate::limiter::backoff::RetryPolicy;
-use crate::limiter::{BackoffConfig, Cost, Denial, ErrorInfo, KeyedLimiter, LimitKey, Permit, ResponseMeta};
+use crate::limiter::{
+    BackoffConfig, Cost, Denial, ErrorInfo, KeyedLimiter, LimitKey, Permit, ResponseMeta,
+};
 
 use super::arrival::{open_loop_schedule, Arrival};
 use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
@@ -77,12 +82,22 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
             )),
             None => None,
         };
-        let mut sim = Sim::new(scenario, clock, limiter, chars_per_token, &spec.name, spec.strategy_name());
+        let mut sim = Sim::new(
+            scenario,
+            clock,
+            limiter,
+            chars_per_token,
+            &spec.name,
+            spec.strategy_name(),
+        );
         sim.run(&mut writer, nanos(duration + opts.drain))?;
         let mut agg = sim.agg;
         writer.timeseries(&spec.name, agg.seconds(duration.as_secs().max(1)))?;
         let quota_tpm = scenario.provider.quota.as_ref().and_then(|q| q.tpm);
-        limiters.push(evaluate(scenario, agg.summary(duration.as_secs_f64(), quota_tpm)));
+        limiters.push(evaluate(
+            scenario,
+            agg.summary(duration.as_secs_f64(), quota_tpm),
+        ));
     }
     let summary = Summary {
         schema_version: summary::SCHEMA_VERSION,
@@ -153,7 +168,14 @@ struct Sim<'a> {
 }
 
 impl<'a> Sim<'a> {
-    fn new(s: &'a Scenario, clock: ManualClock, limiter: Option<Arc<KeyedLimiter>>, chars_per_token: f64, name: &str, strategy: &str) -> Self {
+    fn new(
+        s: &'a Scenario,
+        clock: ManualClock,
+        limiter: Option<Arc<KeyedLimiter>>,
+        chars_per_token: f64,
+        name: &str,
+        strategy: &str,
+    ) -> Self {
         let key = s.limit_key();
         let max_wait = limiter
             .as_ref()
@@ -186,7 +208,8 @@ impl<'a> Sim<'a> {
         let mean_per_token = if l.zero {
             Duration::ZERO
         } else {
-            l.per_token.mul_f64((l.per_token_sigma * l.per_token_sigma / 2.0).exp())
+            l.per_token
+                .mul_f64((l.per_token_sigma * l.per_token_sigma / 2.0).exp())
         };
         Self {
             s,
@@ -277,10 +300,19 @@ impl<'a> Sim<'a> {
     }
 
     fn phase_end(&self, phase: usize) -> Nanos {
-        self.s.phases[..=phase].iter().map(|p| nanos(p.duration)).sum()
+        self.s.phases[..=phase]
+            .iter()
+            .map(|p| nanos(p.duration))
+            .sum()
     }
 
-    fn arrive(&mut self, t: Nanos, phase: usize, user: Option<usize>, writer: &mut ReportWriter) -> Result<(), ReportError> {
+    fn arrive(
+        &mut self,
+        t: Nanos,
+        phase: usize,
+        user: Option<usize>,
+        writer: &mut ReportWriter,
+    ) -> Result<(), ReportError> {
         let id = self.next_id;
         self.next_id += 1;
         let shape = self.s.workload.shape(self.s.seed, id);
@@ -380,7 +412,13 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
-    fn give_up(&mut self, t: Nanos, id: u64, waited: Nanos, writer: &mut ReportWriter) -> Result<(), ReportError> {
+    fn give_up(
+        &mut self,
+        t: Nanos,
+        id: u64,
+        waited: Nanos,
+        writer: &mut ReportWriter,
+    ) -> Result<(), ReportError> {
         if let Some(mut r) = self.requests.remove(&id) {
             r.record.limiter_wait += waited;
             r.record.end = t;
@@ -401,12 +439,19 @@ impl<'a> Sim<'a> {
             return Ok(());
         };
         let chars = (r.shape.prompt_tokens as f64 * self.chars_per_token).round() as u64;
-        match self.server.try_admit(t, chars.div_ceil(4) + r.shape.max_tokens) {
+        match self
+            .server
+            .try_admit(t, chars.div_ceil(4) + r.shape.max_tokens)
+        {
             Decision::Admitted(a) => {
                 let out = u32::try_from(r.shape.output_tokens).unwrap_or(u32::MAX);
                 let ttft = nanos(self.latency.ttft(&mut self.rng));
                 let rest = nanos(self.mean_per_token) * u64::from(out.saturating_sub(1));
-                let end = if self.latency.is_zero() { t } else { t + ttft + rest };
+                let end = if self.latency.is_zero() {
+                    t
+                } else {
+                    t + ttft + rest
+                };
                 r.record.attempts.push(Attempt {
                     sent: t,
                     end,
@@ -461,7 +506,12 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn complete(&mut self, t: Nanos, id: u64, writer: &mut ReportWriter) -> Result<(), ReportError> {
+    fn complete(
+        &mut self,
+        t: Nanos,
+        id: u64,
+        writer: &mut ReportWriter,
+    ) -> Result<(), ReportError> {
         let Some(mut r) = self.requests.remove(&id) else {
             return Ok(());
         };
@@ -488,7 +538,11 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn finish_record(&mut self, record: RequestRecord, writer: &mut ReportWriter) -> Result<(), ReportError> {
+    fn finish_record(
+        &mut self,
+        record: RequestRecord,
+        writer: &mut ReportWriter,
+    ) -> Result<(), ReportError> {
         self.agg.add(&record);
         writer.request(self.agg.name(), &record)
     }
@@ -499,7 +553,12 @@ fn ceil_ms(d: Duration) -> Duration {
 }
 
 /// What the connector's header profile would read from the mock's headers.
-fn meta(q: &QuotaSnapshot, azure: bool, status: u16, retry_after: Option<Duration>) -> ResponseMeta {
+fn meta(
+    q: &QuotaSnapshot,
+    azure: bool,
+    status: u16,
+    retry_after: Option<Duration>,
+) -> ResponseMeta {
     let mut m = ResponseMeta {
         status: Some(status),
         remaining_requests: Some(q.remaining_requests),

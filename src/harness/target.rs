@@ -51,10 +51,14 @@ impl LiveTarget {
             }
             Target::Url => {
                 let url = s.provider.url.clone().ok_or(TargetError::MissingUrl)?;
-                let var = s.provider.api_key_env.clone().unwrap_or_else(|| match s.provider.kind {
-                    ProviderKind::Openai => "OPENAI_API_KEY".into(),
-                    ProviderKind::Azure => "AZURE_OPENAI_API_KEY".into(),
-                });
+                let var = s
+                    .provider
+                    .api_key_env
+                    .clone()
+                    .unwrap_or_else(|| match s.provider.kind {
+                        ProviderKind::Openai => "OPENAI_API_KEY".into(),
+                        ProviderKind::Azure => "AZURE_OPENAI_API_KEY".into(),
+                    });
                 let key = std::env::var(&var).map_err(|_| TargetError::MissingKey(var))?;
                 (url, key, None)
             }
@@ -62,11 +66,22 @@ impl LiveTarget {
         let clock = Arc::new(SystemClock::new());
         let provider: Arc<dyn LLMProvider> = match s.provider.kind {
             ProviderKind::Openai => {
-                let base = if mock.is_some() { format!("{base}/v1") } else { base };
-                Arc::new(OpenAIConnector::new(OpenAiConfig::new(key).with_base_url(base), clock)?)
+                let base = if mock.is_some() {
+                    format!("{base}/v1")
+                } else {
+                    base
+                };
+                Arc::new(OpenAIConnector::new(
+                    OpenAiConfig::new(key).with_base_url(base),
+                    clock,
+                )?)
             }
             ProviderKind::Azure => {
-                let deployment = s.provider.deployment.clone().unwrap_or_else(|| s.provider.model.clone());
+                let deployment = s
+                    .provider
+                    .deployment
+                    .clone()
+                    .unwrap_or_else(|| s.provider.model.clone());
                 let mut cfg = AzureConfig::new(key, base, deployment);
                 if let Some(v) = &s.provider.api_version {
                     cfg.api_version = v.clone();
@@ -87,7 +102,12 @@ impl LiveTarget {
 
 /// The tokenizer a model name implies (o200k for the gpt-4o / o-series families).
 pub fn encoding_for(model: &str) -> Encoding {
-    if model.starts_with("gpt-4o") || model.starts_with("o1") || model.starts_with("o3") || model.starts_with("gpt-4.1") || model.starts_with("gpt-5") {
+    if model.starts_with("gpt-4o")
+        || model.starts_with("o1")
+        || model.starts_with("o3")
+        || model.starts_with("gpt-4.1")
+        || model.starts_with("gpt-5")
+    {
         Encoding::O200kBase
     } else {
         Encoding::Cl100kBase
@@ -159,7 +179,11 @@ pub fn mock_config(s: &Scenario) -> MockConfig {
         ProviderKind::Azure => {
             let base = DeploymentConfig::default();
             cfg.deployments = vec![DeploymentConfig {
-                name: s.provider.deployment.clone().unwrap_or_else(|| model.clone()),
+                name: s
+                    .provider
+                    .deployment
+                    .clone()
+                    .unwrap_or_else(|| model.clone()),
                 model,
                 tpm: tpm.unwrap_or(base.tpm),
                 rpm,

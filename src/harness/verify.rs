@@ -47,7 +47,11 @@ const TRACE_LEN: u64 = 400;
 
 /// Verifies every limiter of `scenario` (the `none` baseline has nothing to verify) on
 /// `cases` random traces each, seeded from `seed`.
-pub fn verify(scenario: &Scenario, cases: u32, seed: u64) -> Result<Vec<VerifyOutcome>, ConfigError> {
+pub fn verify(
+    scenario: &Scenario,
+    cases: u32,
+    seed: u64,
+) -> Result<Vec<VerifyOutcome>, ConfigError> {
     let key = scenario.limit_key();
     let mut out = Vec::new();
     for spec in &scenario.limiters {
@@ -63,7 +67,8 @@ pub fn verify(scenario: &Scenario, cases: u32, seed: u64) -> Result<Vec<VerifyOu
             .filter(|d| d.kind != RateLimitType::Concurrent)
             .collect();
         // Mean gap: half the tightest dimension's pace for an average request.
-        let mean_cost = scenario.workload.prompt_tokens.mean() + scenario.workload.max_tokens as f64;
+        let mean_cost =
+            scenario.workload.prompt_tokens.mean() + scenario.workload.max_tokens as f64;
         let pace = dims
             .iter()
             .map(|d| {
@@ -83,7 +88,8 @@ pub fn verify(scenario: &Scenario, cases: u32, seed: u64) -> Result<Vec<VerifyOu
         for case in 0..cases {
             let case_seed = seed ^ u64::from(case).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let clock = ManualClock::new(0);
-            let limiter = KeyedLimiter::new(cfg.clone(), Arc::new(clock.clone()))?.with_seed(case_seed);
+            let limiter =
+                KeyedLimiter::new(cfg.clone(), Arc::new(clock.clone()))?.with_seed(case_seed);
             let mut rng = SmallRng::seed_from_u64(case_seed);
             let mut traces = vec![Vec::new(); dims.len()];
             for i in 0..TRACE_LEN {
@@ -166,7 +172,12 @@ mod tests {
         assert_eq!(outcomes.len(), 3, "the baseline is skipped");
         for o in outcomes {
             assert!(o.admitted > 0, "{}: traces admit something", o.limiter);
-            assert!(o.counterexample.is_none(), "{}: {:?}", o.limiter, o.counterexample);
+            assert!(
+                o.counterexample.is_none(),
+                "{}: {:?}",
+                o.limiter,
+                o.counterexample
+            );
         }
     }
 }

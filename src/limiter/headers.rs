@@ -148,7 +148,7 @@ fn parse_go(v: &str) -> Option<Duration> {
 
 fn parse_seconds(v: &str) -> Option<Duration> {
     let s: f64 = v.parse().ok()?;
-    (s.is_finite() && s >= 0.0 && s < 1e12).then(|| Duration::from_secs_f64(s))
+    (0.0..1e12).contains(&s).then(|| Duration::from_secs_f64(s))
 }
 
 fn parse_millis(v: &str) -> Option<Duration> {

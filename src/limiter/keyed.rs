@@ -8,7 +8,7 @@
 //! `pause_jitter × pause` so they do not stampede.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,8 +171,7 @@ impl KeyedLimiter {
         // Validated in `new` for every rule (and the default), so this cannot fail; an
         // unmatched key gets no dimensions.
         let dims = cfg.dimensions().unwrap_or_default();
-        let mut h = rustc_hash::FxBuildHasher.build_hasher();
-        key.hash(&mut h);
+        let key_hash = rustc_hash::FxBuildHasher.hash_one(key);
         KeyState {
             accounting: cfg.accounting,
             max_wait: cfg.max_wait,
@@ -192,7 +191,7 @@ impl KeyedLimiter {
                 recorded: 0,
                 denied: 0,
                 tokens_charged: 0,
-                rng: SmallRng::seed_from_u64(self.seed ^ h.finish()),
+                rng: SmallRng::seed_from_u64(self.seed ^ key_hash),
             }),
             wake: Notify::new(),
         }
@@ -216,7 +215,20 @@ impl KeyedLimiter {
     /// [`RateLimiter::try_acquire`] without the async wrapper: the hot path, also used by the
     /// simulator. Never waits; refuses while `acquire` waiters are queued.
     pub fn try_acquire_now(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, Denial> {
+        // A known key is admitted under the map's read guard: no reference count touched.
+        if let Some(state) = self.keys.read().get(key) {
+            return self.admit_now(state, key, estimate);
+        }
         let state = self.state(key);
+        self.admit_now(&state, key, estimate)
+    }
+
+    fn admit_now(
+        &self,
+        state: &Arc<KeyState>,
+        key: &LimitKey,
+        estimate: Cost,
+    ) -> Result<Permit, Denial> {
         let (now, slots) = {
             let mut inner = state.inner.lock();
             // Read under the lock: admission times are then monotone with the state they
@@ -237,7 +249,7 @@ impl KeyedLimiter {
         };
         let permit = Permit::new(key.clone(), estimate, now, Duration::ZERO);
         Ok(if slots && estimate.requests > 0 {
-            permit.with_guard(Box::new(SlotGuard(state)))
+            permit.with_guard(Box::new(SlotGuard(Arc::clone(state))))
         } else {
             permit
         })

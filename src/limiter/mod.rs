@@ -36,8 +36,8 @@ pub mod token_bucket;
 
 pub use backoff::{BackoffConfig, BackoffStrategy, ErrorInfo};
 pub use config::{
-    Backend, ConfigError, KeyRule, Limit, LimiterConfig, Limits, RateLimitConfig, RateLimitType, Strategy,
-    TokenAccounting, Unit,
+    Backend, ConfigError, KeyRule, Limit, LimiterConfig, Limits, RateLimitConfig, RateLimitType,
+    Strategy, TokenAccounting, Unit,
 };
 pub use headers::{HeaderProfile, ResponseMeta};
 pub use keyed::KeyedLimiter;

@@ -273,8 +273,9 @@ pub(crate) fn throughput_requests(report: &ReportData, palette: &Palette) -> Lin
     }
 }
 
-/// 429 responses received per second, per limiter (not smoothed).
+/// 429 responses received per second, per limiter (smoothed like throughput on long runs).
 pub(crate) fn throttled_per_second(report: &ReportData, palette: &Palette) -> LineFigure {
+    let window = smoothing_window_s(report.duration_s());
     let lines = report
         .timeseries
         .iter()
@@ -283,7 +284,7 @@ pub(crate) fn throttled_per_second(report: &ReportData, palette: &Palette) -> Li
             line(
                 format!("{} ({total} total)", s.limiter),
                 palette.colour(&s.limiter),
-                counter_points(s, &s.throttled, 1.0, 1),
+                counter_points(s, &s.throttled, 1.0, window),
             )
         })
         .collect();
@@ -291,7 +292,10 @@ pub(crate) fn throttled_per_second(report: &ReportData, palette: &Palette) -> Li
         title: format!("429 responses over time: {}", subtitle(report)),
         x: XAxis::seconds(report.duration_s()),
         panels: vec![LinePanel {
-            caption: "429 responses received in each second (every attempt)".to_owned(),
+            caption: format!(
+                "429 responses received in each second (every attempt){}",
+                smoothing_note(window)
+            ),
             y_desc: "429 responses/s".to_owned(),
             y_labels: YLabels::Short,
             lines,

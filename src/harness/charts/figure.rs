@@ -14,11 +14,28 @@ use super::style::{nice_ticks, tint, REFERENCE_COLOUR};
 /// A plotters drawing error for backend `DB`.
 pub(crate) type DrawError<DB> = DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>;
 
+/// What a figure is drawn for: lines are stroked differently (see [`LineStroke`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// An SVG document: the viewer joins thick polylines itself.
+    Svg,
+    /// A raster image: plotters joins thick polylines with unbounded miters, which spike
+    /// far out of the plot at sharp turns, so thick lines are drawn segment by segment.
+    Bitmap,
+}
+
 /// Something that can draw itself on any plotters backend.
 pub(crate) trait Figure {
-    /// Draws the whole figure on `root` (which it fills).
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), DrawError<DB>>;
+    /// Draws the whole figure on `root` (which it fills), for `target`.
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        target: Target,
+    ) -> Result<(), DrawError<DB>>;
 }
+
+/// Approximate width of a line panel's plot area, px.
+const PLOT_WIDTH_PX: f64 = 1080.0;
 
 const TITLE_FONT: u32 = 24;
 const CAPTION_FONT: u32 = 17;
@@ -196,14 +213,38 @@ pub(crate) struct LineFigure {
 }
 
 impl Figure for LineFigure {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), DrawError<DB>> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        target: Target,
+    ) -> Result<(), DrawError<DB>> {
         root.fill(&WHITE)?;
         let body = root.titled(&self.title, ("sans-serif", TITLE_FONT))?;
         let areas = body.split_evenly((self.panels.len().max(1), 1));
         for (panel, area) in self.panels.iter().zip(&areas) {
-            draw_line_panel(&self.x, panel, area)?;
+            draw_line_panel(&self.x, panel, area, target)?;
         }
         root.present()
+    }
+}
+
+/// Stroke width of `line` on axis `x`: 1 px when its points are closer than 3 px apart
+/// (a thick zigzag there is a solid blob), else the line's own width.
+fn stroke_width(x: &XAxis, line: &Line) -> u32 {
+    let points: usize = line.segments.iter().map(Vec::len).sum();
+    let xs = line.segments.iter().flatten().map(|p| p.0);
+    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let range = x.range.1 - x.range.0;
+    if points < 2 || range <= 0.0 {
+        return line.width;
+    }
+    let px_per_point = PLOT_WIDTH_PX * (hi - lo) / range / points as f64;
+    if px_per_point < 3.0 {
+        1
+    } else {
+        line.width
     }
 }
 
@@ -211,6 +252,7 @@ fn draw_line_panel<DB: DrawingBackend>(
     x: &XAxis,
     panel: &LinePanel,
     area: &DrawingArea<DB, Shift>,
+    target: Target,
 ) -> Result<(), DrawError<DB>> {
     let (x0, x1) = x.range;
     let y1 = panel.y_max();
@@ -248,10 +290,20 @@ fn draw_line_panel<DB: DrawingBackend>(
 
     let mut legend = false;
     for line in &panel.lines {
-        let style = ShapeStyle::from(&line.colour).stroke_width(line.width);
+        let width = stroke_width(x, line);
+        let style = ShapeStyle::from(&line.colour).stroke_width(width);
         let mut labelled = line.label.is_none();
         for segment in &line.segments {
-            let anno = chart.draw_series(LineSeries::new(segment.iter().copied(), style))?;
+            let anno = if width > 1 && target == Target::Bitmap {
+                // One element per pair of points: no joins, so no miter spikes.
+                let pairs = segment
+                    .windows(2)
+                    .map(|w| PathElement::new(w.to_vec(), style));
+                let single = (segment.len() == 1).then(|| PathElement::new(segment.clone(), style));
+                chart.draw_series(pairs.chain(single))?
+            } else {
+                chart.draw_series(LineSeries::new(segment.iter().copied(), style))?
+            };
             if !labelled {
                 labelled = true;
                 legend = true;
@@ -351,7 +403,11 @@ pub(crate) struct BarFigure {
 }
 
 impl Figure for BarFigure {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), DrawError<DB>> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        _target: Target,
+    ) -> Result<(), DrawError<DB>> {
         root.fill(&WHITE)?;
         let body = root.titled(&self.title, ("sans-serif", TITLE_FONT))?;
         let areas = body.split_evenly((1, self.panels.len().max(1)));
