@@ -279,7 +279,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let outcome = compare(&dirs, &out, &rules).map_err(|e| Failure::BadInput(e.into()))?;
             println!("{}", outcome.text);
             for v in outcome.violations() {
-                println!("regression: {v:?}");
+                println!("regression: {v}");
             }
             println!("comparison: {}", out.display());
             Ok(if outcome.regressed() {

@@ -11,7 +11,6 @@ pub mod cli;
 pub mod clock;
 pub mod generator;
 pub mod harness;
-pub mod hub;
 pub mod limiter;
 pub mod metrics;
 pub mod middleware;

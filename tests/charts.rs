@@ -473,6 +473,54 @@ fn a_limiter_without_any_completion_still_renders() {
 }
 
 #[test]
+fn dense_zigzag_lines_stay_inside_their_plot_in_png() {
+    // plotters joins thick raster polylines with unbounded miters: a sharp zigzag used to
+    // spike hundreds of px out of the plot, across the title. Guard the first limiter's
+    // colour out of the title band and the left and bottom margins.
+    let dir = scratch("zigzag");
+    let mut report = ReportData::load(&fixture("report-after")).unwrap();
+    let n = 3000u64;
+    let zigzag = |i: u64| Some(if i % 2 == 0 { 100.0 } else { 3000.0 });
+    let s = &mut report.timeseries[0];
+    s.second = (0..n).collect();
+    s.latency_p50_ms = (0..n).map(zigzag).collect();
+    s.latency_p90_ms = (0..n).map(zigzag).collect();
+    s.latency_p99_ms = (0..n).map(zigzag).collect();
+    for v in [
+        &mut s.offered,
+        &mut s.sent,
+        &mut s.completed,
+        &mut s.throttled,
+        &mut s.errors,
+        &mut s.tokens_charged,
+        &mut s.tokens_used,
+    ] {
+        *v = (0..n).map(|i| if i % 2 == 0 { 0 } else { 5000 }).collect();
+    }
+    report.summary.duration_s = n as f64;
+    render_charts(&report, &dir).unwrap();
+    for stem in [
+        "latency_over_time",
+        "throughput_tokens",
+        "throttled_per_second",
+    ] {
+        let (w, h, pixels, channels) = decode_png(&dir.join(format!("charts/{stem}.png")));
+        let blue_at = |x: u32, y: u32| {
+            let i = (y * w + x) as usize * channels;
+            pixels[i..i + 3] == [0x4e, 0x79, 0xa7]
+        };
+        let outside = (0..w)
+            .flat_map(|x| (0..24).chain(h - 6..h).map(move |y| (x, y)))
+            .chain((0..h).flat_map(|y| (0..12).map(move |x| (x, y))))
+            .filter(|&(x, y)| blue_at(x, y))
+            .count();
+        assert_eq!(outside, 0, "{stem}.png: line pixels outside the plot");
+        let inside = (0..w * h).filter(|&i| blue_at(i % w, i / w)).count();
+        assert!(inside > 1_000, "{stem}.png: zigzag not drawn ({inside} px)");
+    }
+}
+
+#[test]
 fn index_html_is_self_contained_and_shows_the_summary() {
     let dir = scratch("html");
     let report = ReportData::load(&fixture("report-before")).unwrap();
@@ -606,6 +654,15 @@ fn compare_tables_reports_side_by_side_and_flags_a_regression() {
         "{violated:?}"
     );
     assert!(outcome.regressed());
+    let shown: Vec<String> = violated.iter().map(|e| e.to_string()).collect();
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("B none: throttled_ratio ")
+                && s.contains("(change +89.4737 %) > +10%")
+                && s.ends_with("[REGRESSION]")),
+        "{shown:?}"
+    );
     let gcra = outcome
         .evaluations
         .iter()

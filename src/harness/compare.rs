@@ -82,6 +82,22 @@ pub struct RuleEvaluation {
     pub detail: String,
 }
 
+impl std::fmt::Display for RuleEvaluation {
+    /// `B none: throttled_ratio 0.0792 -> 0.15 (change +89.4737 %) > +10% [REGRESSION]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = match self.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Violated => "REGRESSION",
+            Verdict::Skipped => "skipped",
+        };
+        write!(
+            f,
+            "{} {}: {} [{verdict}]",
+            self.report, self.limiter, self.detail
+        )
+    }
+}
+
 /// What `compare` found and wrote.
 #[derive(Debug, Clone)]
 pub struct CompareOutcome {

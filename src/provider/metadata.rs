@@ -4,7 +4,7 @@
 //! `get_metadata` is called by selectors and reports, not per request, but it must not hit
 //! the provider each time: [`MetadataCache`] fetches at most once per TTL, with concurrent
 //! callers waiting for the one fetch in flight. Time comes from an injected
-//! [`Clock`](crate::clock::Clock), so expiry is testable with a `ManualClock`.
+//! `Clock`, so expiry is testable with a `ManualClock`.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -145,7 +145,9 @@ impl ChatResponse {
                 finish_reason: c.finish_reason,
             })
             .collect();
-        choices.sort_by_key(|c| c.index);
+        if !choices.windows(2).all(|w| w[0].index <= w[1].index) {
+            choices.sort_by_key(|c| c.index);
+        }
         choices
     }
 }

@@ -3,6 +3,7 @@
 //! provider's own 404/405 JSON.
 
 mod admin;
+mod answer;
 mod auth;
 pub mod errors;
 mod fast_chat;

@@ -12,9 +12,9 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use rand::rngs::SmallRng;
 use rand::Rng;
 
+use super::answer::{embeddings, generate};
 use super::errors::{ApiError, Flavor};
 use super::request::{self, Body as Req, Operation, ParsedRequest};
 use super::respond::{self, Envelope, Usage};
@@ -22,9 +22,7 @@ use super::state::{Inner, MockState, Slot};
 use super::stream::{self, StreamPlan};
 use super::{auth, headers as hdr};
 use crate::config::{FaultConfig, ModelConfig, ModelKind};
-use crate::generation::text::generate_text;
-use crate::generation::tokenizer::{count_chat_prompt, ChatMessageText};
-use crate::generation::{embedding, fnv1a, rng_for};
+use crate::generation::rng_for;
 use crate::quota::Decision;
 
 const FAULT_SALT: u64 = 0x6661_756c_7473;
@@ -207,7 +205,7 @@ async fn handle(
     let org_id = &inner.config.organizations[target.org].id;
     match parsed.body {
         Req::Embedding { .. } => {
-            let (body, used) = embeddings(inner, &target, &parsed);
+            let (body, used) = embeddings(inner, target.model, &parsed);
             stats.tokens_used.fetch_add(u64::from(used), Relaxed);
             let latency = inner.latency.ttft(&mut latency_rng);
             if !latency.is_zero() {
@@ -219,7 +217,7 @@ async fn handle(
             Ok(json_reply(h, body))
         }
         Req::Chat { .. } | Req::Completion { .. } => {
-            let generated = generate(inner, &target, &parsed, number);
+            let generated = generate(inner, target.model, &parsed, number);
             let usage = Usage::new(
                 generated.prompt_tokens,
                 generated.completion_tokens,
@@ -372,101 +370,4 @@ fn openai_target<'a>(
         faults: model.faults,
         org,
     })
-}
-
-struct Generated {
-    choices: Vec<crate::generation::text::GeneratedText>,
-    prompt_tokens: u32,
-    completion_tokens: u32,
-}
-
-/// The text generator for a request: keyed by the request's `seed` and prompt when it
-/// gives one, by the prompt alone at temperature 0, else by the request number.
-fn text_rng(inner: &Inner, parsed: &ParsedRequest, number: u64) -> SmallRng {
-    let seed = inner.config.seed;
-    let params = parsed.params();
-    let prompt_hash = || match &parsed.body {
-        Req::Chat { messages, .. } => messages
-            .iter()
-            .fold(0u64, |h, m| h.rotate_left(5) ^ fnv1a(m.content.as_bytes())),
-        Req::Completion { prompts, .. } => prompts
-            .iter()
-            .fold(0u64, |h, p| h.rotate_left(5) ^ fnv1a(p.as_bytes())),
-        Req::Embedding { .. } => 0,
-    };
-    match params.map(|p| (p.seed, p.temperature)) {
-        Some((Some(s), _)) => rng_for(seed ^ s as u64, prompt_hash()),
-        Some((None, Some(0.0))) => rng_for(seed, prompt_hash()),
-        _ => rng_for(seed, number),
-    }
-}
-
-fn generate(inner: &Inner, target: &Target<'_>, parsed: &ParsedRequest, number: u64) -> Generated {
-    let encoding = target.model.encoding;
-    let mut rng = text_rng(inner, parsed, number);
-    let (prompt_tokens, params) = match &parsed.body {
-        Req::Chat { messages, params } => {
-            let texts: Vec<ChatMessageText<'_>> = messages
-                .iter()
-                .map(|m| ChatMessageText {
-                    role: &m.role,
-                    name: m.name.as_deref(),
-                    content: &m.content,
-                })
-                .collect();
-            (count_chat_prompt(encoding, &texts), params)
-        }
-        Req::Completion { prompts, params } => (
-            prompts
-                .iter()
-                .fold(0u32, |t, p| t.saturating_add(encoding.count_cached(p))),
-            params,
-        ),
-        Req::Embedding { .. } => {
-            return Generated {
-                choices: Vec::new(),
-                prompt_tokens: 0,
-                completion_tokens: 0,
-            }
-        }
-    };
-    let cap = params.max_tokens.unwrap_or(target.model.default_max_tokens);
-    let choices: Vec<_> = (0..parsed.choices())
-        .map(|_| {
-            let natural = inner.config.output_tokens.sample(&mut rng);
-            generate_text(encoding, natural, Some(cap), &params.stop, &mut rng)
-        })
-        .collect();
-    let completion_tokens = choices.iter().fold(0u32, |t, c| t.saturating_add(c.tokens));
-    Generated {
-        choices,
-        prompt_tokens,
-        completion_tokens,
-    }
-}
-
-/// The embeddings body and the prompt tokens it used.
-fn embeddings(inner: &Inner, target: &Target<'_>, parsed: &ParsedRequest) -> (Vec<u8>, u32) {
-    let Req::Embedding {
-        inputs,
-        token_inputs,
-        base64,
-        dimensions,
-    } = &parsed.body
-    else {
-        return (Vec::new(), 0);
-    };
-    let dims = dimensions.unwrap_or(target.model.dimensions);
-    let encoding = target.model.encoding;
-    let tokens = inputs.iter().zip(token_inputs).fold(0u32, |t, (s, n)| {
-        t.saturating_add(n.unwrap_or_else(|| encoding.count_cached(s)))
-    });
-    let vectors = inputs
-        .iter()
-        .map(|s| embedding(s, dims, inner.config.seed))
-        .collect();
-    (
-        respond::embeddings(&target.model.id, vectors, *base64, tokens),
-        tokens,
-    )
 }

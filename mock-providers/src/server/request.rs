@@ -139,7 +139,7 @@ pub(super) fn valid_role(role: &str) -> bool {
 
 /// Parses and validates `bytes` for `op`; `model_required` on OpenAI routes.
 ///
-/// A well-formed chat request takes a typed fast path ([`super::fast_chat`]); anything it
+/// A well-formed chat request takes a typed fast path (`server::fast_chat`); anything it
 /// does not accept is read here, the one place that words errors.
 pub fn parse(bytes: &[u8], op: Operation, model_required: bool) -> Result<ParsedRequest, ApiError> {
     if op == Operation::Chat {

@@ -201,11 +201,33 @@ fn parse_number(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0)
 }
 
+/// `v` with up to 4 decimals, trailing zeros dropped: `0.0042`, `10`, `1949.7`.
+fn fmt_short(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let mut s = format!("{v:.4}");
+    if s.contains('.') {
+        while s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    if s == "-0" {
+        s = "0".to_owned();
+    }
+    s
+}
+
 fn fmt_signed(v: f64) -> String {
     if v.is_infinite() {
         if v > 0.0 { "+inf" } else { "-inf" }.to_owned()
+    } else if v >= 0.0 {
+        format!("+{}", fmt_short(v))
     } else {
-        format!("{v:+.4}")
+        fmt_short(v)
     }
 }
 
@@ -240,7 +262,7 @@ impl RegressionRule {
     }
 
     /// A one-line explanation of the comparison, e.g.
-    /// `throttled_ratio 0.0062 -> 0.0110 (change +77.4194 %) > +10%`.
+    /// `throttled_ratio 0.0062 -> 0.011 (change +77.4194 %) > +10%`.
     pub fn explain(&self, base: f64, value: f64) -> String {
         let subject = self.subject(base, value);
         let shown = match self.threshold {
@@ -251,11 +273,13 @@ impl RegressionRule {
         let limit = match self.threshold {
             Threshold::Relative(n) => format!("{}%", fmt_signed(n)),
             Threshold::Delta(n) => fmt_signed(n),
-            Threshold::Value(n) => format!("{n}"),
+            Threshold::Value(n) => fmt_short(n),
         };
         format!(
-            "{} {base} -> {value} ({shown}) {} {limit}",
+            "{} {} -> {} ({shown}) {} {limit}",
             self.metric,
+            fmt_short(base),
+            fmt_short(value),
             self.op.as_str()
         )
     }
@@ -321,6 +345,19 @@ mod tests {
         let drop = rule("goodput_tpm < -5%");
         assert!(drop.violated(1000.0, 940.0));
         assert!(!drop.violated(1000.0, 960.0));
+    }
+
+    #[test]
+    fn explanations_are_short() {
+        let r = rule("throttled_ratio > +10%");
+        assert_eq!(
+            r.explain(0.0, 0.004166666),
+            "throttled_ratio 0 -> 0.0042 (change +inf %) > +10%"
+        );
+        assert_eq!(
+            rule("latency_p99 > +200ms").explain(1000.0, 1100.5),
+            "latency_p99 1000 -> 1100.5 (change +100.5) > +200"
+        );
     }
 
     #[test]
