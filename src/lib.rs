@@ -1,10 +1,18 @@
 //! llm-connector-hub: find, prove and keep the right client-side rate limits for LLM APIs.
 //!
 //! - [`limiter`]: one provider-agnostic rate-limiter contract with token-bucket, GCRA,
-//!   sliding-window and leaky-bucket strategies, several dimensions at once, keyed per
-//!   provider/model/deployment, shared across threads (and processes through Redis).
-//! - [`clock`]: injected time, so every limiter is testable without sleeping.
-//! - [`units`]: human durations and rates in configuration.
+//!   sliding-window (log and counter) and leaky-bucket strategies, several dimensions at
+//!   once, keyed per provider/model/deployment, shared across threads ([`limiter::KeyedLimiter`])
+//!   and processes ([`limiter::redis::RedisLimiter`]); public invariant checkers.
+//! - [`provider`]: the OpenAI and Azure OpenAI connectors (plain and SSE streaming).
+//! - [`middleware`], [`cache`], [`metrics`], [`selector`], [`plugin`], [`generator`]: the hub
+//!   around the connectors — a middleware pipeline with rate limiting, retry, fallback and
+//!   caching; metrics; provider selection; connector plugins; the Generator integration
+//!   contract (acquire before, record after, per parallel request).
+//! - [`harness`]: scenario files driven live or in virtual time, reports and charts;
+//!   [`cli`] is the `hub` command line over it.
+//! - [`clock`]: injected time, so every limiter is testable without sleeping;
+//!   [`units`]: human durations and rates in configuration.
 
 pub mod cache;
 pub mod cli;

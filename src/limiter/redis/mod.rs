@@ -15,7 +15,7 @@
 //!   token, refill `amount / gcd` per µs), so non-integer rates stay exact in Lua's
 //!   doubles; limits too large for that are refused at connect.
 //! - **Same meaning as the in-memory limiter.** Limits come from
-//!   [`LimiterConfig::config_for`] and [`RateLimitConfig::dimensions`]; reconciliation,
+//!   [`LimiterConfig::config_for`] and [`RateLimitConfig::dimensions`](crate::limiter::RateLimitConfig::dimensions); reconciliation,
 //!   pauses and server-reported remaining counts behave as documented on the trait.
 //! - **Failure is a policy** ([`FailurePolicy`]): every call is bounded by a timeout, a
 //!   failed Redis is probed once per probe interval, and in between calls deny, admit, or
