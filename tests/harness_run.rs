@@ -206,6 +206,20 @@ fn bad_input_is_exit_2_with_file_line_and_field() {
     );
 }
 
+#[test]
+fn redis_backend_without_a_url_is_bad_input_naming_the_field() {
+    let dir = scratch("redis-url");
+    let text = THREE_SECONDS.replace(
+        "max_wait = \"1s\"",
+        "max_wait = \"1s\"\nbackend = \"redis\"",
+    );
+    let scenario = write_scenario(&dir, &text);
+    let o = hub(&["check", scenario.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("limiter[0].redis_url"), "{err}");
+}
+
 fn simulate(dir: &Path, scenario: &Path, name: &str) -> PathBuf {
     let out = dir.join(name);
     let o = hub(&[

@@ -9,7 +9,7 @@ use super::raw::{RawLimiter, RawRetry, RawStrategy, RawThresholds};
 use super::validate::{check_name, not_used};
 use super::{LimiterSpec, ProviderSpec, RetrySpec, Threshold, Workload};
 use crate::limiter::{
-    ConfigError, RateLimitConfig, RateLimitType, Strategy, TokenAccounting, Unit,
+    Backend, ConfigError, RateLimitConfig, RateLimitType, Strategy, TokenAccounting, Unit,
 };
 
 /// Most retries accepted.
@@ -84,6 +84,8 @@ pub(super) fn limiters(raw: &[RawLimiter], retry: &RetrySpec) -> Result<Vec<Limi
             ("max_wait", l.max_wait.is_some()),
             ("max_waiters", l.max_waiters.is_some()),
             ("pause_jitter", l.pause_jitter.is_some()),
+            ("backend", l.backend.is_some()),
+            ("redis_url", l.redis_url.is_some()),
         ];
         let strategy = match l.strategy {
             RawStrategy::None => {
@@ -98,6 +100,8 @@ pub(super) fn limiters(raw: &[RawLimiter], retry: &RetrySpec) -> Result<Vec<Limi
                     name,
                     strategy: None,
                     limit: None,
+                    backend: Backend::Memory,
+                    redis_url: None,
                 });
                 continue;
             }
@@ -146,10 +150,26 @@ pub(super) fn limiters(raw: &[RawLimiter], retry: &RetrySpec) -> Result<Vec<Limi
             };
             Problem::new(path, e)
         })?;
+        let backend = l.backend.unwrap_or_default();
+        match (backend, &l.redis_url) {
+            (Backend::Redis, None) => return Err(Problem::new(
+                field("redis_url"),
+                "required with backend = \"redis\", e.g. redis_url = \"redis://127.0.0.1:6379\"",
+            )),
+            (Backend::Memory, Some(_)) => {
+                return Err(Problem::new(
+                    field("redis_url"),
+                    "only used with backend = \"redis\"",
+                ))
+            }
+            _ => {}
+        }
         out.push(LimiterSpec {
             name,
             strategy: Some(strategy),
             limit: Some(cfg),
+            backend,
+            redis_url: l.redis_url.clone(),
         });
     }
     Ok(out)

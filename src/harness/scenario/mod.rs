@@ -23,7 +23,10 @@ pub use super::thresholds::{Op, Threshold};
 pub use super::workload::{RequestShape, TokenDist, Workload};
 pub use error::ScenarioError;
 
-use crate::limiter::{BackoffConfig, KeyRule, LimitKey, LimiterConfig, RateLimitConfig, Strategy};
+use crate::limiter::redis::RedisSettings;
+use crate::limiter::{
+    Backend, BackoffConfig, KeyRule, LimitKey, LimiterConfig, RateLimitConfig, Strategy,
+};
 
 /// Which provider API the scenario speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -138,6 +141,11 @@ pub struct LimiterSpec {
     /// The limiter's config for the provider key (strategy, limits, headroom, burst,
     /// accounting, max wait, and the scenario's `[retry]` backoff); `None` for the baseline.
     pub limit: Option<RateLimitConfig>,
+    /// Where the limiter keeps its state during live runs (`hub simulate` always runs it
+    /// in memory: virtual time cannot drive Redis's clock).
+    pub backend: Backend,
+    /// The Redis server, with `backend = "redis"`.
+    pub redis_url: Option<String>,
 }
 
 impl LimiterSpec {
@@ -247,7 +255,17 @@ impl Scenario {
                 deployment: self.provider.deployment.clone(),
                 limit,
             }],
-            ..LimiterConfig::default()
+            backend: spec.backend,
+            // A fresh key prefix per run: each limiter run starts from a full quota, also
+            // when the same scenario ran moments ago against the same Redis.
+            redis: spec.redis_url.as_ref().map(|url| {
+                RedisSettings::new(url.clone()).with_key_prefix(format!(
+                    "hub:{}:{}:{:016x}",
+                    self.name,
+                    spec.name,
+                    rand::random::<u64>()
+                ))
+            }),
         })
     }
 

@@ -10,7 +10,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::{ProviderKind, Target};
-use crate::limiter::{BackoffConfig, Limits, TokenAccounting};
+use crate::limiter::{Backend, BackoffConfig, Limits, TokenAccounting};
 use crate::units::{de_opt_duration, de_opt_rate, Rate};
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +214,10 @@ pub(super) struct RawLimiter {
     pub max_waiters: Option<usize>,
     #[serde(default)]
     pub pause_jitter: Option<f64>,
+    #[serde(default)]
+    pub backend: Option<Backend>,
+    #[serde(default)]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
