@@ -17,6 +17,11 @@ use crate::harness::report_files::ReportData;
 use crate::harness::runner::{self, RunOptions};
 use crate::harness::scenario::Scenario;
 use crate::harness::sim::{simulate, SimOptions};
+use crate::harness::thresholds::Threshold;
+use crate::harness::tune::search::Budget;
+use crate::harness::tune::{
+    parse_constraint, parse_range, tune, Objective, Param as TuneParam, TuneError, TuneOptions,
+};
 use crate::harness::verify::verify;
 use crate::harness::{charts, html};
 use crate::units::parse_duration;
@@ -83,6 +88,50 @@ enum Command {
         /// A regression rule, e.g. "throttled_ratio > +10%" or "latency_p99 > +500"; repeatable.
         #[arg(long = "fail-if")]
         fail_if: Vec<String>,
+    },
+    /// Search, over simulations, for the value of one limiter parameter that maximises the
+    /// objective within the constraints; prints the trials and writes the best
+    /// `[[limiter]]` block (exit 3 when no value tried meets the constraints).
+    Tune {
+        /// The scenario file.
+        file: PathBuf,
+        /// The limiter to tune (a `[[limiter]]` name).
+        #[arg(long)]
+        limiter: String,
+        /// The parameter: headroom, rpm, tpm or burst.
+        #[arg(long)]
+        param: TuneParam,
+        /// What to optimise: goodput (goodput_tpm), quota_utilisation, achieved_rate
+        /// (maximised) or a ratio or latency metric (minimised).
+        #[arg(long, default_value = "goodput")]
+        objective: Objective,
+        /// A constraint every accepted value meets, e.g. "throttled_ratio <= 0.001";
+        /// repeatable.
+        #[arg(long = "constraint", value_parser = parse_constraint)]
+        constraints: Vec<Threshold>,
+        /// The range searched, LO..HI (default: headroom 0.5..1, burst 0.05..1, rpm and
+        /// tpm half to 1.5 times the quota's).
+        #[arg(long, value_parser = parse_range)]
+        range: Option<(f64, f64)>,
+        /// Simulations on the initial grid over the range.
+        #[arg(long, default_value_t = 9)]
+        grid: usize,
+        /// Further simulations refining around the grid's best value.
+        #[arg(long, default_value_t = 12)]
+        refine: usize,
+        /// Objectives within this fraction of the best tie; the lowest (most conservative)
+        /// tied value wins.
+        #[arg(long, default_value_t = 0.005)]
+        tie: f64,
+        /// Where trials and the best block go (default: reports/<scenario name>-tune).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Scale the scenario's phases to this total duration.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Virtual time in-flight requests may finish after the last arrival.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        drain: Duration,
     },
     /// Validate a scenario and print the resolved plan.
     Check {
@@ -268,6 +317,64 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 started.elapsed().as_secs_f64()
             );
             Ok(verdict(&summary))
+        }
+        Command::Tune {
+            file,
+            limiter,
+            param,
+            objective,
+            constraints,
+            range,
+            grid,
+            refine,
+            tie,
+            out,
+            duration,
+            drain,
+        } => {
+            let mut scenario = load(&file)?;
+            if let Some(d) = duration {
+                scenario = scenario.with_duration(d);
+            }
+            let opts = TuneOptions {
+                limiter,
+                param,
+                range,
+                objective,
+                constraints,
+                budget: Budget { grid, refine, tie },
+                out: out.unwrap_or_else(|| {
+                    PathBuf::from("reports").join(format!("{}-tune", scenario.name))
+                }),
+                drain,
+            };
+            let started = std::time::Instant::now();
+            let tuning = tune(&scenario, &opts).map_err(|e| match e {
+                TuneError::Run { .. } | TuneError::Block(_) => Failure::Run(e.into()),
+                e => Failure::BadInput(e.into()),
+            })?;
+            println!(
+                "tuning {} of limiter {} over {}..{} for {}, {} simulations in {:.2} s",
+                opts.param,
+                opts.limiter,
+                tuning.range.0,
+                tuning.range.1,
+                opts.objective,
+                tuning.trials.len(),
+                started.elapsed().as_secs_f64()
+            );
+            println!("{}", tuning.table(&opts));
+            let Some(block) = &tuning.block else {
+                println!("no value tried meets the constraints; widen --range or relax them");
+                return Ok(ExitCode::from(3));
+            };
+            let path = opts.out.join("best-limiter.toml");
+            std::fs::write(&path, block)
+                .with_context(|| format!("cannot write {}", path.display()))
+                .map_err(Failure::Run)?;
+            println!("{block}");
+            println!("best limiter block: {}", path.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Compare { dirs, out, fail_if } => {
             let rules = fail_if

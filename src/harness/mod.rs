@@ -18,5 +18,6 @@ pub mod sim;
 pub mod summary;
 pub mod target;
 pub mod thresholds;
+pub mod tune;
 pub mod verify;
 pub mod workload;

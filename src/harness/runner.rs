@@ -232,8 +232,8 @@ async fn run_one(
     });
     let next_id = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    let spawn_request = |tasks: &mut JoinSet<()>, id: u64, phase: usize, intended: Nanos| {
-        let planned = plan(scenario, id, phase, intended);
+    let spawn_request = |tasks: &mut JoinSet<()>, planned: PlannedRequest| {
+        let (id, phase, intended) = (planned.id, planned.phase, planned.intended_start);
         let guard = Unfinished {
             record: Some(RequestRecord {
                 request_id: id,
@@ -315,9 +315,13 @@ async fn run_one(
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    ctx.clock.sleep_until(ctx.start + at).await;
+                    // The request is built (prompt text and all) before the wait, so the
+                    // scheduler wakes up only to spawn it: its start is late by the timer
+                    // and the spawn, not by the work of preparing it.
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    spawn_request(&mut tasks, id, index, at);
+                    let planned = plan(scenario, id, index, at);
+                    ctx.clock.sleep_until(ctx.start + at).await;
+                    spawn_request(&mut tasks, planned);
                     // Reap finished tasks so the set does not grow with the run.
                     while tasks.try_join_next().is_some() {}
                 }
