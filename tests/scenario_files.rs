@@ -458,6 +458,17 @@ fn with_duration_scales_phases_and_keeps_the_exact_total() {
     let odd = s.with_duration(Duration::from_nanos(1_000_000_001));
     assert_eq!(odd.duration(), Duration::from_nanos(1_000_000_001));
     assert_eq!(odd.phases[0].arrival, s.phases[0].arrival);
+    // The text a report copies says what ran, and still parses to the scaled durations'
+    // source (the comment changes nothing).
+    assert!(
+        short
+            .text
+            .starts_with("# hub: run with --duration 1s: the phases below ran scaled to 500ms"),
+        "{}",
+        short.text
+    );
+    assert!(short.text.ends_with(&s.text));
+    Scenario::parse(&short.text, "copy.toml").unwrap();
 }
 
 #[test]

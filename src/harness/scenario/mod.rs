@@ -6,7 +6,7 @@
 //! are resolved values — defaults filled in, units converted, limiter settings already
 //! turned into the library's [`RateLimitConfig`] — so the runner never re-interprets text.
 
-mod error;
+pub(crate) mod error;
 mod limiters;
 mod plan;
 mod raw;
@@ -195,7 +195,8 @@ pub struct Scenario {
     /// Things that parse but probably are not what was meant (e.g. a limiter allowing more
     /// than the quota); printed by `hub check`.
     pub warnings: Vec<String>,
-    /// The file's text, as read.
+    /// The file's text, as read; [`Scenario::with_duration`] heads it with a comment
+    /// giving the scaled phase durations, so a report's copy says what actually ran.
     pub text: String,
     /// Where the text came from (the path as given), used in error messages.
     pub origin: String,
@@ -240,6 +241,16 @@ impl Scenario {
             used += n;
             p.duration = duration_from_nanos(n);
         }
+        let phases: Vec<String> = out
+            .phases
+            .iter()
+            .map(|p| format!("{:?}", p.duration))
+            .collect();
+        out.text = format!(
+            "# hub: run with --duration {d:?}: the phases below ran scaled to {} (in order)\n{}",
+            phases.join(", "),
+            self.text
+        );
         out
     }
 
