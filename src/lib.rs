@@ -9,6 +9,8 @@
 //!   around the connectors — a middleware pipeline with rate limiting, retry, fallback and
 //!   caching; metrics; provider selection; connector plugins; the Generator integration
 //!   contract (acquire before, record after, per parallel request).
+//! - [`hub`]: the [`Hub`](hub::Hub) facade over all of that — providers, limits, middleware
+//!   order, selector and cache from one TOML file; `complete` and `stream`.
 //! - [`harness`]: scenario files driven live or in virtual time, reports and charts;
 //!   [`cli`] is the `hub` command line over it.
 //! - [`clock`]: injected time, so every limiter is testable without sleeping;
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod clock;
 pub mod generator;
 pub mod harness;
+pub mod hub;
 pub mod limiter;
 pub mod metrics;
 pub mod middleware;

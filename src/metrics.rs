@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, Nanos};
-use crate::middleware::{ErrorAction, Middleware, MiddlewareContext, MiddlewareError};
+use crate::middleware::{ErrorAction, Middleware, MiddlewareContext, MiddlewareError, StreamEnd};
 use crate::provider::{
     CompletionRequest, CompletionResponse, ConnectorError, RateLimitDimension, Usage,
 };
@@ -191,6 +191,18 @@ impl MetricsCollector {
                 };
                 *s.rate_limited.entry(d).or_default() += 1;
             }
+            s.latency.record(latency);
+        });
+    }
+
+    /// Counts a stream the caller dropped before its end (error class `cancelled`) with
+    /// its `latency` and the tokens `usage` counted so far.
+    pub fn record_cancelled(&self, provider: &str, model: &str, latency: Duration, usage: Usage) {
+        self.with(provider, model, |s| {
+            s.requests += 1;
+            *s.errors.entry("cancelled").or_default() += 1;
+            s.tokens_in += usage.input_tokens;
+            s.tokens_out += usage.output_tokens;
             s.latency.record(latency);
         });
     }
@@ -412,6 +424,35 @@ impl Middleware for MetricsMiddleware {
             .record_error(&ctx.provider_id, &model, self.elapsed(ctx), error);
         self.wait(ctx, &model);
         Ok(ErrorAction::Propagate)
+    }
+
+    /// Time to first token: from this middleware's `on_request` to the first content chunk.
+    async fn on_first_token(&self, ctx: &mut MiddlewareContext) {
+        let model = ctx.get::<String>(MODEL).cloned().unwrap_or_default();
+        self.collector
+            .record_ttft(&ctx.provider_id, &model, self.elapsed(ctx));
+    }
+
+    /// A stream counts as one call: a success with its usage, an error (mid-stream) by
+    /// class, or `cancelled`; latency runs to the stream's end.
+    async fn on_stream_end(
+        &self,
+        end: &StreamEnd,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<(), MiddlewareError> {
+        let model = ctx.get::<String>(MODEL).cloned().unwrap_or_default();
+        let (id, latency) = (&ctx.provider_id, self.elapsed(ctx));
+        match (&end.error, end.cancelled) {
+            (Some(e), _) => self.collector.record_error(id, &model, latency, e),
+            (None, true) => self
+                .collector
+                .record_cancelled(id, &model, latency, end.usage),
+            (None, false) => self
+                .collector
+                .record_success(id, &model, latency, end.usage),
+        }
+        self.wait(ctx, &model);
+        Ok(())
     }
 }
 

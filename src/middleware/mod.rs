@@ -11,12 +11,19 @@
 //!   `on_response` hooks are skipped);
 //! - every `on_error` hook sees the provider's error; the action taken is the first
 //!   non-[`ErrorAction::Propagate`] one in reverse order (the layer closest to the provider
-//!   decides); an `on_error` error overrides the original error and is returned at once.
+//!   decides; outer hooks see it in [`MiddlewareContext::decided`] and skip costly
+//!   actions of their own); an `on_error` error overrides the original error and is
+//!   returned at once.
 //! - [`ErrorAction::Retry`] runs the whole chain again (so a rate limiter re-acquires);
 //!   [`ErrorAction::Fallback`] runs it again against another provider.
 //!
 //! One [`MiddlewareContext`] lives from the first `on_request` to the last hook of a call,
 //! across retries and fallbacks.
+//!
+//! [`Pipeline::stream`] runs a streaming call through the same hooks: `on_request` before
+//! the stream is opened, `on_error` (retry, fallback) for errors before the first byte,
+//! then [`Middleware::on_first_token`] and [`Middleware::on_stream_end`] while the caller
+//! reads it; errors in the middle of a stream go to the caller and are never retried.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -28,15 +35,25 @@ use async_trait::async_trait;
 use crate::clock::{Clock, Nanos};
 use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError, LLMProvider};
 
+pub mod auth;
 pub mod cache;
 pub mod fallback;
+pub mod logging;
 pub mod rate_limit;
 pub mod retry;
+pub mod stream;
+#[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
+pub(crate) mod tests_support;
 
+pub use auth::{AuthMiddleware, CredentialError, CredentialSource, StaticCredentials};
 pub use cache::CacheMiddleware;
 pub use fallback::FallbackMiddleware;
+pub use logging::LoggingMiddleware;
 pub use rate_limit::{RateLimitMiddleware, TokenEstimator};
 pub use retry::RetryMiddleware;
+pub use stream::{PipelineStream, StreamEnd};
 
 /// The most provider calls one [`Pipeline::execute`] makes (first try, retries and
 /// fallbacks together), so a middleware that always says `Retry` cannot loop forever.
@@ -70,6 +87,10 @@ pub enum PipelineError {
     /// A fallback named a provider the pipeline's provider set does not hold.
     #[error("unknown fallback provider `{0}`")]
     UnknownProvider(String),
+    /// The selector found no available provider (all unhealthy or cooling down) for a
+    /// request of this model.
+    #[error("no provider is available for model `{0}`")]
+    NoAvailableProvider(String),
     /// [`MAX_CALLS`] provider calls were made without a final answer; carries the last error.
     #[error("gave up after {calls} calls: {last}")]
     TooManyCalls {
@@ -118,6 +139,11 @@ pub struct MiddlewareContext {
     /// the remaining `on_request` hooks are skipped and only the `on_response` hooks of the
     /// middlewares that ran see it.
     pub short_circuit: Option<CompletionResponse>,
+    /// While `on_error` hooks run: the action a hook closer to the provider already chose
+    /// for this error (`None` = all so far said `Propagate`). A hook whose action has a
+    /// cost (a retry's wait, a credential refresh) skips it when this is set, since its
+    /// own answer would be ignored.
+    pub decided: Option<ErrorAction>,
     extensions: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
 }
 
@@ -129,6 +155,7 @@ impl fmt::Debug for MiddlewareContext {
             .field("attempt", &self.attempt)
             .field("tried", &self.tried)
             .field("metadata", &self.metadata)
+            .field("decided", &self.decided)
             .field("extensions", &self.extensions.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -145,6 +172,7 @@ impl MiddlewareContext {
             attempt: 0,
             metadata: HashMap::new(),
             short_circuit: None,
+            decided: None,
             extensions: HashMap::new(),
         }
     }
@@ -205,6 +233,22 @@ pub trait Middleware: Send + Sync + fmt::Debug {
     ) -> Result<ErrorAction, MiddlewareError> {
         Ok(ErrorAction::Propagate)
     }
+
+    /// A stream's first content chunk (non-empty text) arrived: time to first token.
+    /// Runs in reverse order, for streams [`Pipeline::stream`] opened.
+    async fn on_first_token(&self, _ctx: &mut MiddlewareContext) {}
+
+    /// A stream [`Pipeline::stream`] opened has ended: completed, broken mid-way, or
+    /// dropped by the caller (then from a spawned task). Runs in reverse order; every hook
+    /// runs even when one fails (so all accounting happens), and the first error becomes
+    /// the stream's last item.
+    async fn on_stream_end(
+        &self,
+        _end: &StreamEnd,
+        _ctx: &mut MiddlewareContext,
+    ) -> Result<(), MiddlewareError> {
+        Ok(())
+    }
 }
 
 /// The providers a pipeline may send to: the primary and any fallback targets, by id.
@@ -261,18 +305,9 @@ impl Pipeline {
     ) -> Result<CompletionResponse, PipelineError> {
         let mut calls = 0;
         loop {
-            let provider = providers
-                .get(&ctx.provider_id)
-                .ok_or_else(|| PipelineError::UnknownProvider(ctx.provider_id.clone()))?;
+            let provider = provider_of(providers, ctx)?;
             let mut req = request.clone();
-            let mut ran = 0;
-            for m in &self.middlewares {
-                m.on_request(&mut req, ctx).await?;
-                ran += 1;
-                if ctx.short_circuit.is_some() {
-                    break;
-                }
-            }
+            let ran = self.run_on_request(&mut req, ctx).await?;
             let outcome = match ctx.short_circuit.take() {
                 Some(cached) => Ok(cached),
                 None => {
@@ -282,33 +317,84 @@ impl Pipeline {
             };
             match outcome {
                 Ok(mut response) => {
-                    for m in self.middlewares[..ran].iter().rev() {
-                        m.on_response(&mut response, ctx).await?;
-                    }
+                    self.run_on_response(ran, &mut response, ctx).await?;
                     return Ok(response);
                 }
-                Err(error) => {
-                    let mut action = ErrorAction::Propagate;
-                    for m in self.middlewares.iter().rev() {
-                        let a = m.on_error(&error, ctx).await?;
-                        if action == ErrorAction::Propagate {
-                            action = a;
-                        }
-                    }
-                    if action != ErrorAction::Propagate && calls >= MAX_CALLS {
-                        return Err(PipelineError::TooManyCalls { calls, last: error });
-                    }
-                    match action {
-                        ErrorAction::Propagate => return Err(error.into()),
-                        ErrorAction::Retry => ctx.attempt += 1,
-                        ErrorAction::Fallback(id) => {
-                            ctx.provider_id = id.clone();
-                            ctx.attempt = 0;
-                            ctx.tried.push(id);
-                        }
-                    }
-                }
+                Err(error) => self.run_on_error(error, ctx, calls).await?,
             }
         }
     }
+
+    /// Runs `on_request` in registration order until one fails or one supplies a
+    /// short-circuit response; returns how many ran.
+    async fn run_on_request(
+        &self,
+        req: &mut CompletionRequest,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<usize, PipelineError> {
+        let mut ran = 0;
+        for m in &self.middlewares {
+            m.on_request(req, ctx).await?;
+            ran += 1;
+            if ctx.short_circuit.is_some() {
+                break;
+            }
+        }
+        Ok(ran)
+    }
+
+    /// Runs `on_response` of the first `ran` middlewares in reverse order.
+    async fn run_on_response(
+        &self,
+        ran: usize,
+        response: &mut CompletionResponse,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<(), PipelineError> {
+        for m in self.middlewares[..ran].iter().rev() {
+            m.on_response(response, ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs every `on_error` in reverse order and applies the decided action to `ctx`:
+    /// `Ok` = try again (retry or fallback, already set up), `Err` = give this to the caller.
+    async fn run_on_error(
+        &self,
+        error: ConnectorError,
+        ctx: &mut MiddlewareContext,
+        calls: u32,
+    ) -> Result<(), PipelineError> {
+        ctx.decided = None;
+        for m in self.middlewares.iter().rev() {
+            let a = m.on_error(&error, ctx).await?;
+            if ctx.decided.is_none() && a != ErrorAction::Propagate {
+                ctx.decided = Some(a);
+            }
+        }
+        let action = ctx.decided.take().unwrap_or(ErrorAction::Propagate);
+        if action != ErrorAction::Propagate && calls >= MAX_CALLS {
+            return Err(PipelineError::TooManyCalls { calls, last: error });
+        }
+        match action {
+            ErrorAction::Propagate => return Err(error.into()),
+            ErrorAction::Retry => ctx.attempt += 1,
+            ErrorAction::Fallback(id) => {
+                ctx.provider_id = id.clone();
+                ctx.attempt = 0;
+                ctx.tried.push(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The provider the context's current attempt goes to.
+fn provider_of(
+    providers: &ProviderSet,
+    ctx: &MiddlewareContext,
+) -> Result<Arc<dyn LLMProvider>, PipelineError> {
+    providers
+        .get(&ctx.provider_id)
+        .cloned()
+        .ok_or_else(|| PipelineError::UnknownProvider(ctx.provider_id.clone()))
 }

@@ -2,6 +2,8 @@
 //! Before each provider call it acquires a permit for an estimate of the request's cost;
 //! after the call — success or error — it records the actual usage and the response's
 //! [`ResponseMeta`], so the limiter learns the server's view (remaining, retry-after).
+//! For streams it acquires before opening and records when the stream ends, with the
+//! usage chunk's counts (or the counted estimate when the provider sent none).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tiktoken_rs::CoreBPE;
 
-use super::{ErrorAction, Middleware, MiddlewareContext, MiddlewareError};
+use super::{ErrorAction, Middleware, MiddlewareContext, MiddlewareError, StreamEnd};
 use crate::limiter::{Cost, LimitKey, Permit, RateLimiter, ResponseMeta};
 use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError};
 
@@ -56,6 +58,12 @@ impl TokenEstimator {
             .map(|m| bpe.encode_with_special_tokens(&m.content).len() as u64 + TOKENS_PER_MESSAGE)
             .sum();
         content + TOKENS_PER_REPLY
+    }
+
+    /// Tokens of `text` in `model`'s encoding (no message overhead), in tokens; counts
+    /// streamed output when the provider sends no usage.
+    pub fn text_tokens(&self, model: &str, text: &str) -> u64 {
+        Self::encoding(model).encode_with_special_tokens(text).len() as u64
     }
 
     /// The estimate to acquire for `request`: one request and prompt tokens +
@@ -151,6 +159,17 @@ impl Middleware for RateLimitMiddleware {
     ) -> Result<(), MiddlewareError> {
         let actual = Cost::request(response.usage.total());
         self.record(ctx, actual, &response.meta).await
+    }
+
+    /// Records a stream's usage (the provider's usage chunk, else the counted estimate)
+    /// with its response headers, when the stream ends, breaks or is dropped.
+    async fn on_stream_end(
+        &self,
+        end: &StreamEnd,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<(), MiddlewareError> {
+        self.record(ctx, Cost::request(end.usage.total()), &end.meta)
+            .await
     }
 
     /// Records the failed attempt as one request and no tokens, with the error response's

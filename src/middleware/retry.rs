@@ -65,13 +65,14 @@ impl Middleware for RetryMiddleware {
     }
 
     /// `Retry` after sleeping the limiter's delay for retry `ctx.attempt + 1` when the
-    /// error is retryable and the budget allows; else `Propagate`.
+    /// error is retryable and the budget allows; else `Propagate`. Does nothing (no wait)
+    /// when a middleware closer to the provider already decided (e.g. a fallback).
     async fn on_error(
         &self,
         error: &ConnectorError,
         ctx: &mut MiddlewareContext,
     ) -> Result<ErrorAction, MiddlewareError> {
-        if !error.is_retryable() {
+        if !error.is_retryable() || ctx.decided.is_some() {
             return Ok(ErrorAction::Propagate);
         }
         let model = ctx.get::<String>(MODEL).cloned().unwrap_or_default();

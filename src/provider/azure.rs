@@ -12,11 +12,11 @@ use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, Url};
 
-use super::config::{AzureAuth, AzureConfig, ConfigError, ProviderConfig};
+use super::config::{ApiKey, AzureAuth, AzureConfig, ConfigError, ProviderConfig};
 use super::error::ConnectorError;
 use super::http::{default_client, Transport};
 use super::metadata::{model_info, MetadataCache, METADATA_TTL};
-use super::openai::{join, sensitive};
+use super::openai::{credential_value, join, sensitive};
 use super::stream::ChunkStream;
 use super::types::{CompletionRequest, CompletionResponse, HealthStatus, ProviderMetadata};
 use super::{check_config, probe, LLMProvider};
@@ -108,6 +108,23 @@ impl AzureConnector {
         builder.header(name.clone(), value.clone())
     }
 
+    /// [`request`](Self::request) for a completion: `credential`, when given, is sent in
+    /// the configured auth header instead of the configured key.
+    fn completion_request(
+        &self,
+        builder: RequestBuilder,
+        credential: Option<&ApiKey>,
+    ) -> Result<RequestBuilder, ConnectorError> {
+        let Some(key) = credential else {
+            return Ok(self.request(builder));
+        };
+        let value = match self.inner.config.auth {
+            AzureAuth::ApiKey => credential_value(key.expose())?,
+            AzureAuth::Bearer => credential_value(&format!("Bearer {}", key.expose()))?,
+        };
+        Ok(builder.header(self.inner.auth.0.clone(), value))
+    }
+
     fn metadata_now(&self) -> ProviderMetadata {
         let c = &self.inner.config;
         let mut model = model_info(c.model.as_deref().unwrap_or(&c.deployment), None);
@@ -141,7 +158,10 @@ impl LLMProvider for AzureConnector {
         request: CompletionRequest,
     ) -> Result<CompletionResponse, ConnectorError> {
         let t = &self.inner.transport;
-        let post = self.request(t.client().post(self.inner.chat_url.clone()));
+        let post = self.completion_request(
+            t.client().post(self.inner.chat_url.clone()),
+            request.credential.as_ref(),
+        )?;
         t.complete(post, &request).await
     }
 
@@ -150,7 +170,10 @@ impl LLMProvider for AzureConnector {
         request: CompletionRequest,
     ) -> Result<(ResponseMeta, ChunkStream), ConnectorError> {
         let t = &self.inner.transport;
-        let post = self.request(t.client().post(self.inner.chat_url.clone()));
+        let post = self.completion_request(
+            t.client().post(self.inner.chat_url.clone()),
+            request.credential.as_ref(),
+        )?;
         t.open_stream(post, &request).await
     }
 

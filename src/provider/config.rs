@@ -129,7 +129,8 @@ impl ApiKey {
         &self.0
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the key is non-blank and can be sent in an HTTP header (printable ASCII).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.0.trim().is_empty() {
             return Err(ConfigError::MissingApiKey);
         }

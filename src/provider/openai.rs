@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, Url};
 
-use super::config::{ConfigError, OpenAiConfig, ProviderConfig};
+use super::config::{ApiKey, ConfigError, OpenAiConfig, ProviderConfig};
 use super::error::ConnectorError;
 use super::http::{default_client, Transport};
 use super::metadata::{model_info, MetadataCache, METADATA_TTL};
@@ -109,6 +109,27 @@ impl OpenAIConnector {
             .fold(builder, |b, (n, v)| b.header(n.clone(), v.clone()))
     }
 
+    /// [`request`](Self::request) for a completion: `credential`, when given, replaces the
+    /// configured key's `Authorization` header.
+    fn completion_request(
+        &self,
+        builder: RequestBuilder,
+        credential: Option<&ApiKey>,
+    ) -> Result<RequestBuilder, ConnectorError> {
+        let Some(key) = credential else {
+            return Ok(self.request(builder));
+        };
+        let auth = credential_value(&format!("Bearer {}", key.expose()))?;
+        Ok(self
+            .inner
+            .headers
+            .iter()
+            .filter(|(n, _)| *n != AUTHORIZATION)
+            .fold(builder.header(AUTHORIZATION, auth), |b, (n, v)| {
+                b.header(n.clone(), v.clone())
+            }))
+    }
+
     async fn fetch_metadata(&self) -> Result<ProviderMetadata, ConnectorError> {
         let t = &self.inner.transport;
         let get = self.request(t.client().get(self.inner.models_url.clone()));
@@ -150,7 +171,10 @@ impl LLMProvider for OpenAIConnector {
         request: CompletionRequest,
     ) -> Result<CompletionResponse, ConnectorError> {
         let t = &self.inner.transport;
-        let post = self.request(t.client().post(self.inner.chat_url.clone()));
+        let post = self.completion_request(
+            t.client().post(self.inner.chat_url.clone()),
+            request.credential.as_ref(),
+        )?;
         t.complete(post, &request).await
     }
 
@@ -159,7 +183,10 @@ impl LLMProvider for OpenAIConnector {
         request: CompletionRequest,
     ) -> Result<(ResponseMeta, ChunkStream), ConnectorError> {
         let t = &self.inner.transport;
-        let post = self.request(t.client().post(self.inner.chat_url.clone()));
+        let post = self.completion_request(
+            t.client().post(self.inner.chat_url.clone()),
+            request.credential.as_ref(),
+        )?;
         t.open_stream(post, &request).await
     }
 
@@ -203,6 +230,18 @@ pub(crate) fn sensitive(value: &str) -> Result<HeaderValue, ConfigError> {
     })?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+/// A per-request credential's header value; a value that cannot be sent is the caller's
+/// error ([`ConnectorError::InvalidRequest`] naming `credential`, no response meta).
+pub(crate) fn credential_value(value: &str) -> Result<HeaderValue, ConnectorError> {
+    sensitive(value).map_err(|e| ConnectorError::InvalidRequest {
+        status: 400,
+        message: format!("the request's credential is unusable: {e}"),
+        param: Some("credential".into()),
+        code: None,
+        meta: Box::default(),
+    })
 }
 
 /// The version segment of a base URL (`…/v1` → `"v1"`), `"v1"` when there is none.

@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::config::ApiKey;
 use crate::limiter::ResponseMeta;
 
 /// Who wrote a [`Message`].
@@ -106,6 +107,12 @@ pub struct CompletionRequest {
     /// connector-controlled `stream` / `stream_options`, are not overridden.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub provider_params: serde_json::Map<String, serde_json::Value>,
+    /// A credential for this request only: when set, connectors send it in their usual
+    /// auth header (`Authorization: Bearer` / Azure's `api-key`) instead of the configured
+    /// key. Set by [`AuthMiddleware`](crate::middleware::AuthMiddleware); never serialised
+    /// (so it is not part of cache keys or logs) and redacted in `Debug`.
+    #[serde(skip)]
+    pub credential: Option<ApiKey>,
 }
 
 impl CompletionRequest {

@@ -190,12 +190,7 @@ pub fn search<E>(
     let plateau = lowest_good < b || (b + 1 < grid.len() && p.good(scores[b + 1]));
     let knee = Some(lowest_good).filter(|&g| plateau && g > 0);
     let sides = usize::from(right_wall) + usize::from(left_wall) + usize::from(knee.is_some());
-    if sides == 0 {
-        let lo = grid[b.saturating_sub(1)];
-        let hi = grid[(b + 1).min(grid.len() - 1)];
-        p.golden(lo, hi, budget.refine)?;
-    } else {
-        let share = budget.refine / sides;
+    if let Some(share) = budget.refine.checked_div(sides) {
         if right_wall {
             p.bisect(grid[b], grid[b + 1], share, |_, s| s.is_some())?;
         }
@@ -205,6 +200,10 @@ pub fn search<E>(
         if let Some(g) = knee {
             p.bisect(grid[g], grid[g - 1], share, |p, s| p.good(s))?;
         }
+    } else {
+        let lo = grid[b.saturating_sub(1)];
+        let hi = grid[(b + 1).min(grid.len() - 1)];
+        p.golden(lo, hi, budget.refine)?;
     }
     Ok(p.probes)
 }
