@@ -278,17 +278,81 @@ async fn the_script_is_reloaded_after_noscript() {
     let Some(server) = RedisServer::start_or_skip() else {
         return;
     };
-    let l = limiter(&server, "limits = { rpm = 100 }").await;
+    // As a function library (FCALL) and as a script (EVALSHA): the server forgets both.
+    for functions in [true, false] {
+        let mut s = settings(&server);
+        s.functions = functions;
+        let l = limiter_with(
+            &server,
+            "limits = { rpm = 100 }",
+            s,
+            Arc::new(SystemClock::new()),
+        )
+        .await;
+        assert_eq!(
+            l.uses_functions(),
+            functions,
+            "redis-server >= 7 has functions"
+        );
+        l.try_acquire(&key(), Cost::request(1)).await.unwrap();
+        let flush = if functions { "FUNCTION" } else { "SCRIPT" };
+        assert_eq!(
+            redis_cmd(&server, &[flush, "FLUSH"]).await,
+            redis::Value::Okay
+        );
+        l.try_acquire(&key(), Cost::request(1))
+            .await
+            .expect("reloaded, then admitted");
+        assert_eq!(l.script_reloads(), 1, "functions: {functions}");
+        assert_eq!(l.usage_stats(&key()).await.unwrap().admitted, 2);
+    }
+}
+
+#[tokio::test]
+async fn scripts_and_functions_share_one_state() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let s = settings(&server);
+    let mut via_script = s.clone();
+    via_script.functions = false;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let f = limiter_with(&server, "limits = { rpm = 3 }", s, clock.clone()).await;
+    let e = limiter_with(&server, "limits = { rpm = 3 }", via_script, clock).await;
+    assert!(f.uses_functions() && !e.uses_functions());
+    for l in [&f, &e, &f] {
+        l.try_acquire(&key(), Cost::request(1)).await.unwrap();
+    }
+    assert!(matches!(
+        e.try_acquire(&key(), Cost::request(1)).await,
+        Err(Denial::Wait { .. })
+    ));
+    assert_eq!(f.usage_stats(&key()).await.unwrap().admitted, 3);
+    assert_eq!(e.usage_stats(&key()).await.unwrap().denied, 1);
+}
+
+#[tokio::test]
+async fn a_key_of_an_older_layout_is_replaced() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let s = settings(&server);
+    let state = format!("{}:{{openai/gpt-4o-mini}}", s.key_prefix);
+    // The previous version kept a hash here.
+    redis_cmd(&server, &["HSET", &state, "adm", "7"]).await;
+    let l = limiter_with(
+        &server,
+        "limits = { rpm = 2 }",
+        s,
+        Arc::new(SystemClock::new()),
+    )
+    .await;
     l.try_acquire(&key(), Cost::request(1)).await.unwrap();
+    assert_eq!(l.usage_stats(&key()).await.unwrap().admitted, 1);
     assert_eq!(
-        redis_cmd(&server, &["SCRIPT", "FLUSH"]).await,
-        redis::Value::Okay
+        redis_cmd(&server, &["TYPE", &state]).await,
+        redis::Value::SimpleString("string".into())
     );
-    l.try_acquire(&key(), Cost::request(1))
-        .await
-        .expect("reloaded, then admitted");
-    assert_eq!(l.script_reloads(), 1);
-    assert_eq!(l.usage_stats(&key()).await.unwrap().admitted, 2);
 }
 
 #[tokio::test]
@@ -350,7 +414,11 @@ async fn a_skewed_client_clock_does_not_change_admissions() {
         let s = settings(&server);
         let limit = format!("strategy = \"{strategy}\"\nlimits = {{ requests = \"4/400ms\" }}");
         let fair = limiter_with(&server, &limit, s.clone(), Arc::new(SystemClock::new())).await;
-        let skewed = limiter_with(&server, &limit, s, skewed_clock()).await;
+        // The skewed caller also runs the script through EVALSHA instead of FCALL: both
+        // ways must decide identically.
+        let mut via_script = s;
+        via_script.functions = false;
+        let skewed = limiter_with(&server, &limit, via_script, skewed_clock()).await;
         // Alternating callers share exactly one quota.
         let mut admitted = 0;
         let mut deadlines = Vec::new();
@@ -394,7 +462,10 @@ async fn concurrency_slots_are_shared_released_and_leased() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let limit = "limits = { concurrent = 2, rpm = 1000 }";
     let a = limiter_with(&server, limit, s.clone(), clock.clone()).await;
-    let b = limiter_with(&server, limit, s, clock).await;
+    // One limiter per way of calling the script (FCALL, EVALSHA).
+    let mut via_script = s;
+    via_script.functions = false;
+    let b = limiter_with(&server, limit, via_script, clock).await;
     let p1 = a.try_acquire(&key(), Cost::request(1)).await.unwrap();
     let p2 = a.try_acquire(&key(), Cost::request(1)).await.unwrap();
     assert_eq!(a.usage_stats(&key()).await.unwrap().in_flight, 2);

@@ -37,7 +37,10 @@ impl Inner {
     /// Best-effort count of an `acquire` that gave up.
     async fn count_denial(&self, entry: &KeyEntry) {
         let plan = &entry.plan;
-        let _ = self.link.call(&plan.keys, "deny", &plan.head, &[]).await;
+        let _ = self
+            .link
+            .call(&plan.keys, "deny", &plan.ttl_ms, &plan.plan, &[])
+            .await;
     }
 
     /// Shares a pause of `pause` on the key through Redis; `false` when Redis failed.
@@ -247,7 +250,11 @@ impl RateLimiter for RedisLimiter {
         let inner = &self.inner;
         let entry = inner.entry_or_error(key)?;
         let plan = &entry.plan;
-        match inner.link.call(&plan.keys, "stats", &plan.head, &[]).await {
+        match inner
+            .link
+            .call(&plan.keys, "stats", &plan.ttl_ms, &plan.plan, &[])
+            .await
+        {
             Ok(v) if v.len() == 5 + 2 * plan.dims.len() => {
                 let us = |x: i64| Duration::from_micros(x.max(0).unsigned_abs());
                 let count = |x: i64| x.max(0).unsigned_abs();
@@ -287,7 +294,11 @@ impl RateLimiter for RedisLimiter {
             Some(local) => local.reset(key).await,
             None => Ok(()),
         };
-        match inner.link.call(&plan.keys, "reset", &plan.head, &[]).await {
+        match inner
+            .link
+            .call(&plan.keys, "reset", &plan.ttl_ms, &plan.plan, &[])
+            .await
+        {
             Ok(_) => local,
             Err(e) => match (inner.settings.failure_policy, &inner.local) {
                 (FailurePolicy::LocalFallback, Some(_)) => local,

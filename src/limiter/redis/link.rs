@@ -1,9 +1,15 @@
-//! The one way the limiter talks to Redis: the script called by `EVALSHA` (loaded again on
-//! `NOSCRIPT`), every call bounded by the configured timeout, and a health gate that, once
-//! a call failed, lets only one probe call through per probe interval so that a dead
+//! The one way the limiter talks to Redis: the script, loaded as a function library and
+//! called by `FCALL` (Redis ≥ 7), or loaded as a script and called by `EVALSHA` where
+//! functions are unavailable or turned off — loaded again on `Function not found` /
+//! `NOSCRIPT` —, every call bounded by the configured timeout, and a health gate that,
+//! once a call failed, lets only one probe call through per probe interval so that a dead
 //! Redis costs the other callers nothing but the failure policy.
+//!
+//! Why a function library: an `EVALSHA` script runs its whole chunk on every call, so the
+//! script's helper functions are created anew each time; a library builds them (and its
+//! cache of parsed plans) once, which takes about half the script's Redis CPU per call.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +21,10 @@ use crate::clock::{nanos, Clock, Nanos};
 
 /// The limiter's Lua script (all strategies and operations in one file).
 pub(crate) const SCRIPT: &str = include_str!("lua/limiter.lua");
+
+/// How the script is called: `FCALL <function>` or `EVALSHA <sha>`.
+const MODE_FUNCTION: u8 = 0;
+const MODE_SCRIPT: u8 = 1;
 
 /// Why a Redis call did not produce an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,12 +61,19 @@ pub(crate) struct Link {
     health: Mutex<Health>,
     probing: AtomicBool,
     reloads: AtomicU64,
+    /// `MODE_FUNCTION` or `MODE_SCRIPT`: the configured preference, then what loading
+    /// settled on (a server that refuses functions turns it to `MODE_SCRIPT` for good).
+    mode: AtomicU8,
+    /// The library's (and its one function's) name: `hub_limiter_<sha prefix>`, so that
+    /// processes running different script versions never replace each other's.
+    function: String,
 }
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
             .field("sha", &self.sha)
+            .field("function", &self.function)
             .field("timeout", &self.timeout)
             .field("health", &*self.health.lock())
             .finish_non_exhaustive()
@@ -64,29 +81,43 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// A link to `url` (not connected yet).
+    /// A link to `url` (not connected yet); `functions` = try the function library first.
     pub fn new(
         url: &str,
         timeout: Duration,
         probe_interval: Duration,
         clock: Arc<dyn Clock>,
+        functions: bool,
     ) -> Result<Self, RedisFailure> {
         let client = redis::Client::open(url).map_err(|e| RedisFailure::Redis(e.to_string()))?;
+        let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
+        let function = format!("hub_limiter_{}", &sha[..16]);
         Ok(Self {
             client,
             manager: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            sha: redis::Script::new(SCRIPT).get_hash().to_owned(),
+            sha,
             timeout,
             probe_interval,
             clock,
             health: Mutex::new(Health::default()),
             probing: AtomicBool::new(false),
             reloads: AtomicU64::new(0),
+            mode: AtomicU8::new(if functions {
+                MODE_FUNCTION
+            } else {
+                MODE_SCRIPT
+            }),
+            function,
         })
     }
 
-    /// How often the script had to be loaded again after `NOSCRIPT`.
+    /// Whether calls go through `FCALL` (else `EVALSHA`).
+    pub fn uses_functions(&self) -> bool {
+        self.mode.load(Ordering::Relaxed) == MODE_FUNCTION
+    }
+
+    /// How often the script had to be loaded again (`Function not found`, `NOSCRIPT`).
     pub fn reloads(&self) -> u64 {
         self.reloads.load(Ordering::Relaxed)
     }
@@ -122,9 +153,39 @@ impl Link {
         Ok(manager)
     }
 
-    /// Loads the script (used once at connect and after `NOSCRIPT`).
+    /// Loads the script (used once at connect and after `Function not found` /
+    /// `NOSCRIPT`): as a function library when enabled and the server accepts it, else as
+    /// a script (a server without `FUNCTION`, or whose ACL forbids it, answers with an
+    /// error reply, and the link falls back to `EVALSHA` for good).
     pub async fn load_script(&self) -> Result<(), RedisFailure> {
         let mut con = self.connection().await?;
+        if self.uses_functions() {
+            let library = format!(
+                "#!lua name={name}\nlocal FUNCTION_NAME = '{name}'\n{SCRIPT}",
+                name = self.function
+            );
+            let mut cmd = redis::cmd("FUNCTION");
+            cmd.arg("LOAD").arg("REPLACE").arg(library);
+            let loaded = tokio::time::timeout(self.timeout, cmd.query_async::<String>(&mut con))
+                .await
+                .map_err(|_| RedisFailure::Timeout(self.timeout))?;
+            match loaded {
+                Ok(name) if name == self.function => return Ok(()),
+                Ok(name) => {
+                    return Err(RedisFailure::Reply(format!(
+                        "library {name} loaded instead of {}",
+                        self.function
+                    )))
+                }
+                Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                    return Err(RedisFailure::Redis(e.to_string()))
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "redis functions unavailable; using EVALSHA");
+                    self.mode.store(MODE_SCRIPT, Ordering::Relaxed);
+                }
+            }
+        }
         let mut cmd = redis::cmd("SCRIPT");
         cmd.arg("LOAD").arg(SCRIPT);
         let sha = tokio::time::timeout(self.timeout, cmd.query_async::<String>(&mut con))
@@ -140,27 +201,55 @@ impl Link {
         Ok(())
     }
 
-    /// Runs the script with `keys` and `args` through the health gate: a closed gate
-    /// fails at once with [`RedisFailure::Skipped`]; an answer opens it, a failure closes it
-    /// for one probe interval.
+    /// Runs the script's `op` on `keys` with the key's idle TTL (ms, decimal), its plan
+    /// and the op's packed values, through the health gate: a closed gate fails at once
+    /// with [`RedisFailure::Skipped`]; an answer opens it, a failure closes it for one
+    /// probe interval.
     pub async fn call(
         &self,
         keys: &[String],
         op: &str,
-        head: &[String],
-        extra: &[i64],
+        ttl_ms: &str,
+        plan: &[u8],
+        values: &[u8],
     ) -> Result<Vec<i64>, RedisFailure> {
         let probing = self.pass_gate()?;
         // Reopens the probe slot however this call ends (also when its future is dropped).
         let _probe = ProbeSlot(probing.then_some(&self.probing));
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha)
-            .arg(keys.len())
-            .arg(keys)
-            .arg(op)
-            .arg(head)
-            .arg(extra);
-        let result = tokio::time::timeout(self.timeout, self.eval(&cmd))
+        let call = async {
+            let mut reloaded = false;
+            loop {
+                let mut cmd = if self.uses_functions() {
+                    let mut c = redis::cmd("FCALL");
+                    c.arg(&self.function);
+                    c
+                } else {
+                    let mut c = redis::cmd("EVALSHA");
+                    c.arg(&self.sha);
+                    c
+                };
+                cmd.arg(keys.len())
+                    .arg(keys)
+                    .arg(op)
+                    .arg(ttl_ms)
+                    .arg(plan)
+                    .arg(values);
+                match self.eval(&cmd).await {
+                    Err(Missing) if !reloaded => {
+                        self.reloads.fetch_add(1, Ordering::Relaxed);
+                        self.load_script().await?;
+                        reloaded = true;
+                    }
+                    Err(Missing) => {
+                        return Err(RedisFailure::Reply(
+                            "the limiter script is missing right after loading it".into(),
+                        ))
+                    }
+                    Ok(result) => return result,
+                }
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or(Err(RedisFailure::Timeout(self.timeout)));
         self.observe(&result);
@@ -208,18 +297,22 @@ impl Link {
         }
     }
 
-    async fn eval(&self, cmd: &redis::Cmd) -> Result<Vec<i64>, RedisFailure> {
-        let mut con = self.connection().await?;
-        let value = match cmd.query_async::<Value>(&mut con).await {
-            Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                self.reloads.fetch_add(1, Ordering::Relaxed);
-                self.load_script().await?;
-                cmd.query_async::<Value>(&mut con).await
-            }
-            other => other,
+    /// One call: `Err(Missing)` when the server does not have the script or function
+    /// (flushed, restarted without persistence, failed over), for the caller to load it.
+    async fn eval(&self, cmd: &redis::Cmd) -> Result<Result<Vec<i64>, RedisFailure>, Missing> {
+        let mut con = match self.connection().await {
+            Ok(con) => con,
+            Err(e) => return Ok(Err(e)),
         };
-        match value {
+        Ok(match cmd.query_async::<Value>(&mut con).await {
             Ok(v) => ints(v),
+            Err(e) if e.kind() == ErrorKind::NoScriptError => return Err(Missing),
+            Err(e)
+                if e.kind() == ErrorKind::ResponseError
+                    && e.detail().is_some_and(|d| d.contains("Function not found")) =>
+            {
+                return Err(Missing)
+            }
             Err(e)
                 if e.kind() == ErrorKind::ExtensionError
                     || e.kind() == ErrorKind::ResponseError =>
@@ -227,9 +320,13 @@ impl Link {
                 Err(RedisFailure::Reply(e.to_string()))
             }
             Err(e) => Err(RedisFailure::Redis(e.to_string())),
-        }
+        })
     }
 }
+
+/// The server does not know the script or function.
+#[derive(Debug)]
+struct Missing;
 
 struct ProbeSlot<'a>(Option<&'a AtomicBool>);
 

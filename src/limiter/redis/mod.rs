@@ -5,8 +5,15 @@
 //! - **One script, one round trip.** Every strategy (token bucket, GCRA, sliding-window
 //!   log, sliding-window counter; a leaky bucket runs as GCRA with zero tolerance) is Lua
 //!   in `lua/limiter.lua`. A `try_acquire` checks every dimension of the key and the
-//!   key's shared pause, and commits to all dimensions or none, in one `EVALSHA` (the
-//!   script is loaded again on `NOSCRIPT`).
+//!   key's shared pause, and commits to all dimensions or none, in one call: `FCALL` of
+//!   the script loaded as a function library (Redis ≥ 7), else `EVALSHA` (see
+//!   [`RedisSettings::functions`]); the script is loaded again when the server lost it
+//!   (`Function not found`, `NOSCRIPT`).
+//! - **Cheap per call.** Redis runs scripts on its one thread, so the script's CPU per
+//!   call bounds every process's throughput: numbers travel and rest as packed doubles
+//!   (no decimal printing and parsing), a key's scalar state is one string read with
+//!   `GET` and written with `SET … PX` (no separate `PEXPIRE`), and as a function library
+//!   the helpers and the parsed plans are built once instead of on every call.
 //! - **Redis's clock, never the client's.** The script reads `TIME`; client clocks only
 //!   time the client's own waits, so a skewed machine cannot spend more than its share.
 //!   Server time has microsecond resolution: waits are exact to the microsecond (denied
@@ -45,10 +52,12 @@
 //!   expires after `lease_ttl`. When every slot is taken, `retry_after` is the earliest lease
 //!   expiry capped at `concurrency_retry`: slots freed elsewhere are found by asking again.
 //!
-//! Keys: `<prefix>:{<provider>/<model>[/<deployment>]}` (a hash of the key's scalar state)
-//! and `…:<strategy>:<dimension>` (a sorted set for sliding-log entries and concurrency
-//! leases). The braces are a Redis Cluster hash tag: one key's state lives on one node.
-//! Every key expires after `idle_ttl` without writes (never sooner than two windows).
+//! Keys: `<prefix>:{<provider>/<model>[/<deployment>]}` (a string: the key's scalar state,
+//! packed; a key of another type left by an older version is read as absent and
+//! replaced) and `…:<strategy>:<dimension>` (a sorted set for sliding-log entries and
+//! concurrency leases). The braces are a Redis Cluster hash tag: one key's state lives on
+//! one node. Every key expires after `idle_ttl` without writes (never sooner than two
+//! windows).
 
 mod api;
 mod link;
@@ -191,6 +200,7 @@ impl RedisLimiter {
             settings.timeout,
             settings.probe_interval,
             clock.clone(),
+            settings.functions,
         )
         .map_err(|e| ConnectError::Url {
             url: settings.url.clone(),
@@ -224,9 +234,16 @@ impl RedisLimiter {
         &self.inner.settings
     }
 
-    /// How many times the script was loaded again after Redis answered `NOSCRIPT`.
+    /// How many times the script was loaded again after Redis had lost it (`Function not
+    /// found`, `NOSCRIPT`: a flush, a restart without persistence, a failover).
     pub fn script_reloads(&self) -> u64 {
         self.inner.link.reloads()
+    }
+
+    /// Whether the script is called as a function (`FCALL`, Redis ≥ 7) rather than with
+    /// `EVALSHA`.
+    pub fn uses_functions(&self) -> bool {
+        self.inner.link.uses_functions()
     }
 
     /// Whether the last Redis call failed (calls apply the failure policy until a probe

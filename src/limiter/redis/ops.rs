@@ -10,6 +10,7 @@ use crate::clock::nanos;
 use crate::limiter::config::{RateLimitType, Unit};
 use crate::limiter::{Cost, Denial, LimitKey, Permit, ResponseMeta};
 
+use super::plan::put;
 use super::ticket::{self, Origin, Ticket};
 use super::{Decision, FailurePolicy, Inner, KeyEntry, RedisFailure};
 
@@ -29,16 +30,23 @@ impl Inner {
                 server_time_us: None,
             };
         }
-        let mut extra = Vec::with_capacity(plan.dims.len() + 5);
-        extra.push(i64::from(count_denial));
-        extra.push(to_i64(estimate.requests));
-        extra.push(to_i64(estimate.tokens));
-        extra.extend(plan.costs(estimate).map(to_i64));
-        extra.push(micros(self.settings.lease_ttl));
-        extra.push(micros(self.settings.concurrency_retry));
+        // count_denial, requests, tokens, lease µs, retry µs, then one cost per dimension.
+        let mut values = Vec::with_capacity(8 * (plan.dims.len() + 5));
+        for v in [
+            i64::from(count_denial),
+            to_i64(estimate.requests),
+            to_i64(estimate.tokens),
+            micros(self.settings.lease_ttl),
+            micros(self.settings.concurrency_retry),
+        ] {
+            put(&mut values, v as f64);
+        }
+        for cost in plan.costs(estimate) {
+            put(&mut values, to_i64(cost) as f64);
+        }
         let reply = self
             .link
-            .call(&plan.keys, "admit", &plan.head, &extra)
+            .call(&plan.keys, "admit", &plan.ttl_ms, &plan.plan, &values)
             .await;
         let (origin, server_time_us) = match reply.as_deref() {
             Ok(&[1, now, seq, ..]) => (
@@ -161,33 +169,33 @@ impl Inner {
     ) -> Result<Vec<i64>, RedisFailure> {
         let plan = &entry.plan;
         let n = plan.dims.len();
-        let mut extra = Vec::with_capacity(3 * n + 7);
-        for d in &plan.dims {
-            extra.push(match d.limit.kind {
-                RateLimitType::Concurrent => 0,
-                k if k.unit() == Unit::Requests => change.requests,
-                _ => change.tokens,
-            });
+        // admission µs, seq, tokens delta, pause µs, release count; per dimension: delta,
+        // reported remaining (−1 = none), charged cost; then the released lease ids.
+        let mut values = Vec::with_capacity(8 * (3 * n + 6));
+        for v in [
+            change.at_us,
+            change.seq,
+            change.tokens,
+            change.pause.map_or(-1, micros),
+            i64::from(change.release.is_some()),
+        ] {
+            put(&mut values, v as f64);
         }
-        for d in &plan.dims {
-            let reported = match d.limit.kind {
-                RateLimitType::Concurrent => None,
-                k if k.unit() == Unit::Requests => meta.remaining_requests,
-                _ => meta.remaining_tokens,
+        for (d, charged) in plan.dims.iter().zip(plan.costs(change.charged)) {
+            let (delta, reported) = match d.limit.kind {
+                RateLimitType::Concurrent => (0, None),
+                k if k.unit() == Unit::Requests => (change.requests, meta.remaining_requests),
+                _ => (change.tokens, meta.remaining_tokens),
             };
-            extra.push(reported.map_or(-1, to_i64));
+            put(&mut values, delta as f64);
+            put(&mut values, reported.map_or(-1, to_i64) as f64);
+            put(&mut values, to_i64(charged) as f64);
         }
-        extra.extend(plan.costs(change.charged).map(to_i64));
-        extra.push(change.at_us);
-        extra.push(change.seq);
-        extra.push(change.tokens);
-        extra.push(change.pause.map_or(-1, micros));
-        match change.release {
-            Some(seq) => extra.extend([1, seq]),
-            None => extra.push(0),
+        if let Some(seq) = change.release {
+            put(&mut values, seq as f64);
         }
         self.link
-            .call(&plan.keys, "record", &plan.head, &extra)
+            .call(&plan.keys, "record", &plan.ttl_ms, &plan.plan, &values)
             .await
     }
 }

@@ -1,6 +1,6 @@
-//! A key's limits turned into what the script needs: Redis key names, one encoded
-//! parameter block per dimension, the capacities checked without a round trip, the idle
-//! TTL. Resolved once per key and cached; pure, so it is unit-tested without Redis.
+//! A key's limits turned into what the script needs: Redis key names, the packed plan
+//! (one parameter block per dimension), the capacities checked without a round trip, the
+//! idle TTL. Resolved once per key and cached; pure, so it is unit-tested without Redis.
 
 use std::time::Duration;
 
@@ -15,6 +15,25 @@ use super::settings::RedisSettings;
 /// Largest scaled quantity the script keeps exact (Lua numbers are doubles: 2^53, with
 /// one bit of room for sums of two such values).
 const EXACT_LIMIT: u128 = 1 << 52;
+
+/// The script's number for each strategy name (see `lua/limiter.lua`).
+fn code_number(code: &str) -> u8 {
+    match code {
+        "tb" => 1,
+        "gcra" => 2,
+        "leaky" => 3,
+        "log" => 4,
+        "ctr" => 5,
+        _ => 6, // conc
+    }
+}
+
+/// Appends `v` as the script reads numbers: a little-endian IEEE double. Every value the
+/// limiter sends is an integer below 2^53 (checked for the scaled quantities), so the
+/// double is exact — the same number the script used to parse from decimal text.
+pub(crate) fn put(out: &mut Vec<u8>, v: f64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
 
 /// The script's name for each strategy.
 fn code(strategy: Strategy, kind: RateLimitType) -> &'static str {
@@ -65,10 +84,14 @@ pub(crate) struct DimPlan {
 pub(crate) struct KeyPlan {
     /// The key.
     pub key: LimitKey,
-    /// KEYS: the state hash first, then one side key per dimension.
+    /// KEYS: the state key first, then the side key of each sliding-log and concurrency
+    /// dimension, in dimension order.
     pub keys: Vec<String>,
-    /// ARGV[2..]: idle TTL (ms), dimension count, 7 values per dimension.
-    pub head: Vec<String>,
+    /// The idle TTL in ms, as decimal text.
+    pub ttl_ms: String,
+    /// The packed plan: dimension count, then per dimension its code, label, amount,
+    /// burst, window (µs), unit and rate (layout in `lua/limiter.lua`).
+    pub plan: Vec<u8>,
     /// The dimensions, in the config's stable order.
     pub dims: Vec<DimPlan>,
     /// Reconciliation rule of the key.
@@ -99,16 +122,23 @@ impl KeyPlan {
         };
         let base = format!("{}:{{{}}}", settings.key_prefix, key_tag(key));
         let mut keys = vec![base.clone()];
-        let mut head = Vec::with_capacity(2 + limits.len() * 7);
+        let mut plan = Vec::with_capacity(1 + limits.len() * 60);
         let mut dims = Vec::with_capacity(limits.len());
         let mut longest = Duration::ZERO;
         let mut has_conc = false;
-        head.push(String::new()); // TTL, filled below
-        head.push(limits.len().to_string());
+        plan.push(
+            u8::try_from(limits.len()).map_err(|_| ConfigError::Invalid {
+                field: "limits",
+                value: limits.len().to_string(),
+                reason: "at most 255 dimensions per key on redis",
+            })?,
+        );
         for limit in limits {
             let code = code(cfg.strategy, limit.kind);
             let label = format!("{code}:{}", kind_label(limit.kind));
-            keys.push(format!("{base}:{label}"));
+            if matches!(code, "log" | "conc") {
+                keys.push(format!("{base}:{label}"));
+            }
             let (window_us, unit, rate, capacity) = match limit.kind.window() {
                 Some(w) => {
                     let window_us = w.as_micros().max(1);
@@ -138,26 +168,34 @@ impl KeyPlan {
                     (1, 1, 1, limit.amount)
                 }
             };
-            head.extend([
-                code.to_owned(),
-                label,
-                limit.amount.to_string(),
-                limit.burst.to_string(),
-                window_us.to_string(),
-                unit.to_string(),
-                rate.to_string(),
-            ]);
+            plan.push(code_number(code));
+            plan.push(u8::try_from(label.len()).map_err(|_| ConfigError::Invalid {
+                field: "limits",
+                value: label.clone(),
+                reason: "dimension name too long for redis (255 bytes at most)",
+            })?);
+            plan.extend_from_slice(label.as_bytes());
+            // u64/u128 → f64 rounds to nearest, as parsing the decimal text did.
+            for v in [
+                limit.amount as f64,
+                limit.burst as f64,
+                window_us as f64,
+                unit as f64,
+                rate as f64,
+            ] {
+                put(&mut plan, v);
+            }
             dims.push(DimPlan { limit, capacity });
         }
         let mut ttl = settings.idle_ttl.max(longest * 2);
         if has_conc {
             ttl = ttl.max(settings.lease_ttl);
         }
-        head[0] = ttl.as_millis().max(1).to_string();
         Ok(Self {
             key: key.clone(),
             keys,
-            head,
+            ttl_ms: ttl.as_millis().max(1).to_string(),
+            plan,
             dims,
             accounting: cfg.accounting,
             max_wait: cfg.max_wait,
@@ -263,16 +301,76 @@ mod tests {
         );
         let key = LimitKey::new("openai", "gpt/4{x}");
         let p = KeyPlan::new(&key, Some(&cfg), &settings()).unwrap();
-        assert_eq!(p.keys[0], "hub:rl:{openai/gpt%2F4%7Bx%7D}");
-        assert_eq!(p.keys[1], "hub:rl:{openai/gpt%2F4%7Bx%7D}:gcra:rpm");
+        // Buckets keep no side key.
+        assert_eq!(p.keys, ["hub:rl:{openai/gpt%2F4%7Bx%7D}"]);
+        let dims = decode(&p.plan);
         // 60 per 60 000 000 µs: gcd 60 → unit 1 000 000 scaled units per request, rate 1.
         assert_eq!(
-            &p.head[1..9],
-            ["2", "gcra", "gcra:rpm", "60", "60", "60000000", "1000000", "1"]
+            dims[0],
+            (
+                2,
+                "gcra:rpm".into(),
+                [60.0, 60.0, 60_000_000.0, 1_000_000.0, 1.0]
+            )
         );
         // 7 per 60 s: coprime → unit 60 000 000, rate 7.
-        assert_eq!(&p.head[13..16], ["60000000", "60000000", "7"]);
-        assert_eq!(p.head[0], "600000", "idle TTL in ms");
+        assert_eq!(
+            dims[1],
+            (
+                2,
+                "gcra:tpm".into(),
+                [7.0, 7.0, 60_000_000.0, 60_000_000.0, 7.0]
+            )
+        );
+        assert_eq!(p.ttl_ms, "600000", "idle TTL in ms");
+    }
+
+    /// The plan as the script reads it: `(code, label, [amount, burst, window, unit, rate])`.
+    fn decode(plan: &[u8]) -> Vec<(u8, String, [f64; 5])> {
+        let n = usize::from(plan[0]);
+        let mut at = 1;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let code = plan[at];
+            let len = usize::from(plan[at + 1]);
+            let label = String::from_utf8(plan[at + 2..at + 2 + len].to_vec()).unwrap();
+            at += 2 + len;
+            let mut v = [0.0; 5];
+            for x in &mut v {
+                *x = f64::from_le_bytes(plan[at..at + 8].try_into().unwrap());
+                at += 8;
+            }
+            out.push((code, label, v));
+        }
+        assert_eq!(at, plan.len());
+        out
+    }
+
+    #[test]
+    fn side_keys_only_for_logs_and_leases() {
+        let cfg = RateLimitConfig::new(
+            Strategy::SlidingLog,
+            Limits {
+                rps: Some(5),
+                tpm: Some(100),
+                concurrent: Some(2),
+                ..Limits::default()
+            },
+        );
+        let p = KeyPlan::new(&LimitKey::new("p", "m"), Some(&cfg), &settings()).unwrap();
+        let dims = decode(&p.plan);
+        let with_side: Vec<String> = dims
+            .iter()
+            .filter(|d| d.0 == 4 || d.0 == 6)
+            .map(|d| format!("hub:rl:{{p/m}}:{}", d.1))
+            .collect();
+        assert_eq!(p.keys[0], "hub:rl:{p/m}");
+        assert_eq!(p.keys[1..], with_side[..]);
+        assert_eq!(
+            p.keys.len(),
+            1 + dims.len(),
+            "every dimension here has a side key"
+        );
     }
 
     #[test]
@@ -323,7 +421,7 @@ mod tests {
             },
         );
         let p = KeyPlan::new(&LimitKey::new("p", "m"), Some(&cfg), &s).unwrap();
-        assert_eq!(p.head[0], "180000");
+        assert_eq!(p.ttl_ms, "180000");
     }
 
     #[test]

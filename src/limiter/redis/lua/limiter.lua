@@ -1,91 +1,121 @@
 -- The Redis limiter's one script. Every call reads Redis's own clock (TIME) and decides
--- or updates every dimension of one key atomically. Loaded once, called by EVALSHA.
+-- or updates every dimension of one key atomically.
 --
--- KEYS[1]      the key's state hash: meta fields ('pause' until µs, 'adm', 'den', 'tok',
---              'seq') and per-dimension fields '<label>:a' / ':b' / ':c'
--- KEYS[1 + i]  dimension i's side key: a ZSET for 'log' (entries) and 'conc' (leases)
--- ARGV[1] op ('admit' | 'record' | 'stats' | 'reset' | 'deny'), ARGV[2] idle TTL in ms,
--- ARGV[3] n, then 7 values per dimension: code, label, amount, burst, window µs,
--- unit (scaled units per token), rate (scaled units per µs), then the op's own values.
+-- Loaded as a function library (FUNCTION LOAD, Redis >= 7: the client prepends the
+-- `#!lua name=…` line) and called by FCALL, or — on older servers — loaded as a script
+-- and called by EVALSHA. As a library the helpers below and the parsed plans are built
+-- once; as a script the chunk runs on every call. `run` does the work either way.
 --
--- Numbers are Lua doubles: every product below stays an exact integer while
--- amount · window_µs / gcd(amount, window_µs) < 2^52 (checked by the client).
--- Numbers are never turned into strings with tostring/.. (that prints 14 digits):
--- members are built with string.format('%d').
+-- KEYS[1]      the key's state: one string, written whole with its TTL (SET … PX)
+-- KEYS[2…]     the side keys, one per 'log' (entries) or 'conc' (leases) dimension, in
+--              dimension order: sorted sets
+-- ARGV[1] op ('admit' | 'record' | 'stats' | 'reset' | 'deny'), ARGV[2] idle TTL in ms
+-- (decimal), ARGV[3] the key's plan, ARGV[4] the op's values.
+--
+-- Numbers travel and rest as little-endian IEEE doubles packed with Redis's `struct`
+-- library: no decimal printing or parsing (that was most of the script's cost), and
+-- exact, as every quantity is an integer below 2^53 (checked by the client:
+-- amount · window_µs / gcd(amount, window_µs) < 2^52).
+--   plan  = '<B' n, then per dimension '<BBc0ddddd' code, #label, label, amount,
+--           burst, window µs, unit (scaled units per token), rate (scaled units per µs);
+--           codes: 1 tb, 2 gcra, 3 leaky, 4 log, 5 ctr, 6 conc
+--   state = '<ddddd' pause until µs, admitted, denied, tokens charged, sequence number,
+--           then per dimension but 'conc' '<Bc0ddd' #label, label, a, b, c. Segments of
+--           labels this call does not know (another process's config) are kept as they
+--           are. A missing segment is a fresh dimension.
+-- Lua numbers are never turned into strings with tostring/.. (that prints 14 digits):
+-- members and TTLs are built with string.format('%d').
 
-local hash = KEYS[1]
-local op = ARGV[1]
-local ttl_ms = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local TB, GCRA, LEAKY, LOG, CTR, CONC = 1, 2, 3, 4, 5, 6
+
+-- Library functions, bound on the first call (a library may not touch them at load).
+local call, floor, max, min, fmt, spack, sunpack, ssub
+
+-- Per-call state: every one of these is set by `run` before any helper reads it.
+local key, ttl_ms, now, n, dims, pause, adm, den, tok, seq, foreign, lease, retry
+
+-- Parsed plans by plan string, reused between calls of a library (a script starts
+-- empty each time). Bounded: cleared when it grows past PLAN_CACHE entries.
+local plans, nplans = {}, 0
+local PLAN_CACHE = 512
 
 local function ceil_div(a, b)
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   if q * b < a then q = q + 1 elseif q > 0 and (q - 1) * b >= a then q = q - 1 end
   return q
 end
 
 local function floor_div(a, b)
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
   return q
 end
 
-local function member(seq, cost)
-  return string.format('%d:%d', seq, cost)
+local function member(s, cost)
+  return fmt('%d:%d', s, cost)
 end
 
 local function member_cost(m)
   return tonumber(string.match(m, ':(%d+)$')) or 0
 end
 
--- ---------------------------------------------------------------- dimensions
-local dims = {}
-local needs_seq = false
-local fields = { 'pause', 'adm', 'den', 'tok', 'seq' }
-for i = 1, n do
-  local o = 3 + (i - 1) * 7
-  local d = {
-    code = ARGV[o + 1], label = ARGV[o + 2], amount = tonumber(ARGV[o + 3]),
-    burst = tonumber(ARGV[o + 4]), window = tonumber(ARGV[o + 5]),
-    unit = tonumber(ARGV[o + 6]), rate = tonumber(ARGV[o + 7]), side = KEYS[i + 1],
-  }
-  d.full = d.burst * d.unit
-  if d.code == 'log' or d.code == 'conc' then needs_seq = true end
-  dims[i] = d
-  fields[#fields + 1] = d.label .. ':a'
-  fields[#fields + 1] = d.label .. ':b'
-  fields[#fields + 1] = d.label .. ':c'
-end
-local argi = 3 + n * 7
-local function arg()
-  argi = argi + 1
-  return ARGV[argi]
+-- The plan's dimensions: cached tables whose per-call fields `run` resets.
+local function parse_plan(plan)
+  local count, pos = sunpack('<B', plan)
+  local list = { n = count }
+  for i = 1, count do
+    local code, label, amount, burst, window, unit, rate, nxt =
+      sunpack('<BBc0ddddd', plan, pos)
+    pos = nxt
+    -- Every field a strategy sets is named here, so the table is sized once.
+    list[i] = {
+      code = code, label = label, side = false, amount = amount, window = window,
+      unit = unit, rate = rate, full = burst * unit, cost = 0,
+      a = false, b = false, c = false, debt = 0, cut = 0, expired = 0, e = 0,
+    }
+  end
+  if nplans >= PLAN_CACHE then plans, nplans = {}, 0 end
+  plans[plan] = list
+  nplans = nplans + 1
+  return list
 end
 
-local vals = redis.call('HMGET', hash, unpack(fields))
-local meta = {
-  pause = tonumber(vals[1]) or 0, adm = tonumber(vals[2]) or 0, den = tonumber(vals[3]) or 0,
-  tok = tonumber(vals[4]) or 0, seq = tonumber(vals[5]) or 0,
-}
-for i = 1, n do
-  local d = dims[i]
-  d.a = tonumber(vals[5 + (i - 1) * 3 + 1])
-  d.b = tonumber(vals[5 + (i - 1) * 3 + 2])
-  d.c = tonumber(vals[5 + (i - 1) * 3 + 3])
+-- Writes the state string; `ttl` is ms (a number or a decimal string), nil = KEEPTTL.
+local function save(ttl)
+  local s = spack('<ddddd', pause, adm, den, tok, seq)
+  for i = 1, n do
+    local d = dims[i]
+    if d.code ~= CONC and d.a ~= nil then
+      s = s .. spack('<Bc0ddd', #d.label, d.label, d.a, d.b or 0, d.c or 0)
+    end
+  end
+  s = s .. foreign
+  if ttl == nil then
+    call('SET', key, s, 'KEEPTTL')
+  elseif type(ttl) == 'number' then
+    call('SET', key, s, 'PX', fmt('%d', ttl))
+  else
+    call('SET', key, s, 'PX', ttl)
+  end
 end
 
--- Each strategy: load(d, writes) brings the state to `now`; check(d, cost) -> nil or the
--- exact wait in µs; commit(d, cost, seq); adjust(d, delta, adm, seq, charged);
--- remaining(d); reset_after(d); clamp(d, remaining); store(d, out) appends hash fields.
--- Each strategy's table is built only when a dimension uses it (the chunk runs on every
--- call: building all of them would cost more than most operations).
-local MAKE = {}
+-- Strategy state per dimension: `a`, `b`, `c` as stored (nil when fresh).
+-- tb:    a = level (scaled), b = time of the last refill (µs).
+-- gcra/leaky: a = theoretical arrival time (whole µs), b = its fraction in 1/rate µs;
+--        kept as `debt` = (TAT - now) · rate scaled units while the script runs (0 when
+--        TAT <= now). 'leaky' is GCRA with zero tolerance: admitted only when TAT <= now.
+-- log:   side ZSET of '<seq>:<cost>' members scored by admission time (µs); a = the sum
+--        of the costs still stored. An entry at s counts while now - s < window.
+-- ctr:   fixed windows aligned to multiples of the window on Redis's clock; a = index of
+--        the current window, b = previous window's count, c = current count. Estimate =
+--        b · (W - e) / W + c, e = time into the current window.
+-- conc:  side ZSET of lease ids scored by lease expiry (µs). A lease is released by the
+--        permit, or expires so that a dead process cannot hold slots forever.
 
--- Token bucket: a = level (scaled), b = time of the last refill (µs).
-MAKE.tb = function() return {
-  load = function(d)
+-- Brings the dimension's state to `now`.
+local function load(d)
+  local code = d.code
+  if code == TB then
     if d.a == nil then d.a = d.full; d.b = now; return end
     if now > d.b then
       local missing = d.full - d.a
@@ -95,81 +125,61 @@ MAKE.tb = function() return {
       end
       d.b = now
     end
-  end,
-  check = function(d, cost)
+  elseif code == GCRA or code == LEAKY then
+    local tat, frac = d.a or 0, d.b or 0
+    if tat >= now then d.debt = (tat - now) * d.rate + frac else d.debt = 0 end
+  elseif code == CTR then
+    local W = d.window
+    local idx = floor_div(now, W)
+    if d.a == nil then d.a = idx; d.b = 0; d.c = 0
+    elseif idx == d.a + 1 then d.b = d.c; d.c = 0; d.a = idx
+    elseif idx > d.a + 1 then d.b = 0; d.c = 0; d.a = idx end
+    d.e = max(now - d.a * W, 0)
+    if d.e >= W then d.e = W - 1 end
+  elseif code == LOG then
+    d.a = d.a or 0
+    d.cut = now - d.window
+    local old = call('ZRANGEBYSCORE', d.side, '-inf', d.cut)
+    d.expired = #old
+    for j = 1, #old do d.a = d.a - member_cost(old[j]) end
+    if d.a < 0 then d.a = 0 end
+  else -- conc
+    call('ZREMRANGEBYSCORE', d.side, '-inf', now)
+    d.a = call('ZCARD', d.side)
+  end
+end
+
+-- nil when `cost` fits now, else the exact wait in µs.
+local function check(d, cost)
+  local code = d.code
+  if code == TB then
     local need = cost * d.unit
     if d.a >= need then return nil end
     return ceil_div(need - d.a, d.rate)
-  end,
-  commit = function(d, cost) d.a = d.a - cost * d.unit end,
-  adjust = function(d, delta) d.a = math.min(d.full, d.a + delta * d.unit) end,
-  remaining = function(d) return floor_div(math.max(d.a, 0), d.unit) end,
-  reset_after = function(d) return ceil_div(math.max(d.full - d.a, 0), d.rate) end,
-  clamp = function(d, rem) d.a = math.min(d.a, rem * d.unit) end,
-  store = function(d, out)
-    out[#out + 1] = d.label .. ':a'; out[#out + 1] = d.a
-    out[#out + 1] = d.label .. ':b'; out[#out + 1] = d.b
-  end,
-} end
-
--- GCRA: a = theoretical arrival time (whole µs), b = its fraction in 1/rate µs. Kept as
--- `debt` = (TAT - now) · rate scaled units while the script runs (0 when TAT <= now).
--- 'leaky' is GCRA with zero tolerance: admitted only when TAT <= now.
-local function gcra(leaky)
-  local function load(d)
-    local tat, frac = d.a or 0, d.b or 0
-    if tat >= now then d.debt = (tat - now) * d.rate + frac else d.debt = 0 end
-  end
-  local function store(d, out)
-    local whole = floor_div(d.debt, d.rate)
-    out[#out + 1] = d.label .. ':a'; out[#out + 1] = now + whole
-    out[#out + 1] = d.label .. ':b'; out[#out + 1] = d.debt - whole * d.rate
-  end
-  local function commit(d, cost) d.debt = d.debt + cost * d.unit end
-  local function adjust(d, delta) d.debt = math.max(0, d.debt - delta * d.unit) end
-  local function reset_after(d) return ceil_div(d.debt, d.rate) end
-  if leaky then
-    return {
-      load = load, commit = commit, adjust = adjust, reset_after = reset_after, store = store,
-      check = function(d)
-        if d.debt <= 0 then return nil end
-        return ceil_div(d.debt, d.rate)
-      end,
-      remaining = function(d) if d.debt <= 0 then return d.amount end return 0 end,
-      clamp = function(d, rem) if rem <= 0 then d.debt = math.max(d.debt, d.unit) end end,
-    }
-  end
-  return {
-    load = load, commit = commit, adjust = adjust, reset_after = reset_after, store = store,
-    check = function(d, cost)
-      local over = d.debt + cost * d.unit - d.full
-      if over <= 0 then return nil end
-      return ceil_div(over, d.rate)
-    end,
-    remaining = function(d) return floor_div(math.max(d.full - d.debt, 0), d.unit) end,
-    clamp = function(d, rem) d.debt = math.max(d.debt, d.full - rem * d.unit) end,
-  }
-end
-MAKE.gcra = function() return gcra(false) end
-MAKE.leaky = function() return gcra(true) end
-
--- Sliding-window log: side ZSET of '<seq>:<cost>' members scored by admission time (µs);
--- a = the sum of the costs still stored. An entry at s counts while now - s < window.
-MAKE.log = function() return {
-  load = function(d)
-    d.a = d.a or 0
-    d.cut = now - d.window
-    local old = redis.call('ZRANGEBYSCORE', d.side, '-inf', d.cut)
-    d.expired = #old
-    for _, m in ipairs(old) do d.a = d.a - member_cost(m) end
-    if d.a < 0 then d.a = 0 end
-  end,
-  check = function(d, cost)
+  elseif code == GCRA then
+    local over = d.debt + cost * d.unit - d.full
+    if over <= 0 then return nil end
+    return ceil_div(over, d.rate)
+  elseif code == LEAKY then
+    if d.debt <= 0 then return nil end
+    return ceil_div(d.debt, d.rate)
+  elseif code == CTR then
+    local W, A = d.window, d.amount
+    if d.c + cost <= A and d.b * (W - d.e) <= (A - d.c - cost) * W then return nil end
+    if d.c + cost <= A and d.b > 0 then
+      local at = W - floor_div((A - d.c - cost) * W, d.b)
+      if at < W then return max(at - d.e, 1) end
+    end
+    local at = 0
+    if d.c > 0 then at = max(W - floor_div((A - cost) * W, d.c), 0) end
+    if at < W then return (d.a + 1) * W + at - now end
+    return (d.a + 2) * W - now
+  elseif code == LOG then
     local excess = d.a + cost - d.amount
     if excess <= 0 then return nil end
     local freed, offset = 0, 0
     while true do
-      local page = redis.call('ZRANGEBYSCORE', d.side, '(' .. string.format('%d', d.cut), '+inf',
+      local page = call('ZRANGEBYSCORE', d.side, '(' .. fmt('%d', d.cut), '+inf',
         'WITHSCORES', 'LIMIT', offset, 64)
       if #page == 0 then return d.window end
       for j = 1, #page, 2 do
@@ -178,253 +188,292 @@ MAKE.log = function() return {
       end
       offset = offset + 64
     end
-  end,
-  commit = function(d, cost, seq)
+  else -- conc
+    if d.a + cost <= d.amount then return nil end
+    local first = call('ZRANGE', d.side, 0, 0, 'WITHSCORES')
+    local wait = retry
+    if #first > 0 then wait = min(wait, tonumber(first[2]) - now) end
+    return max(wait, 1)
+  end
+end
+
+-- Charges `cost`; `s` is the admission's sequence number.
+local function commit(d, cost, s)
+  local code = d.code
+  if code == TB then d.a = d.a - cost * d.unit
+  elseif code == GCRA or code == LEAKY then d.debt = d.debt + cost * d.unit
+  elseif code == CTR then d.c = d.c + cost
+  elseif code == LOG then
     if cost > 0 then
-      redis.call('ZADD', d.side, now, member(seq, cost))
+      call('ZADD', d.side, now, member(s, cost))
       d.a = d.a + cost
     end
-  end,
-  adjust = function(d, delta, adm, seq, charged)
-    if adm > d.cut and charged > 0 then
-      local m = member(seq, charged)
-      if redis.call('ZSCORE', d.side, m) then
-        local cost = math.max(charged - delta, 0)
-        redis.call('ZREM', d.side, m)
-        if cost > 0 then redis.call('ZADD', d.side, adm, member(seq, cost)) end
-        d.a = math.max(d.a + cost - charged, 0)
+  elseif cost > 0 then -- conc
+    call('ZADD', d.side, now + lease, fmt('%d', s))
+    d.a = d.a + cost
+  end
+end
+
+-- Turns the loaded state back into stored form (a, b, c); trims side keys and extends
+-- their TTL.
+local function store(d)
+  local code = d.code
+  if code == GCRA or code == LEAKY then
+    local whole = floor_div(d.debt, d.rate)
+    d.a = now + whole
+    d.b = d.debt - whole * d.rate
+  elseif code == LOG then
+    if d.expired > 0 then call('ZREMRANGEBYSCORE', d.side, '-inf', d.cut) end
+    call('PEXPIRE', d.side, ttl_ms)
+  elseif code == CONC then
+    call('PEXPIRE', d.side, ttl_ms)
+  end
+end
+
+-- Refund (+) or extra charge (-) of `delta` for a permit admitted at `adm_at` µs under
+-- sequence number `s` that charged `charged`.
+local function adjust(d, delta, adm_at, s, charged)
+  local code = d.code
+  if code == TB then d.a = min(d.full, d.a + delta * d.unit)
+  elseif code == GCRA or code == LEAKY then d.debt = max(0, d.debt - delta * d.unit)
+  elseif code == CTR then
+    local W = d.window
+    local idx = -1
+    if adm_at >= 0 then idx = floor_div(adm_at, W) end
+    if idx == d.a then d.c = max(d.c - delta, 0)
+    elseif idx == d.a - 1 then d.b = max(d.b - delta, 0)
+    elseif delta < 0 then d.c = d.c - delta end
+  elseif code == LOG then
+    if adm_at > d.cut and charged > 0 then
+      local m = member(s, charged)
+      if call('ZSCORE', d.side, m) then
+        local cost = max(charged - delta, 0)
+        call('ZREM', d.side, m)
+        if cost > 0 then call('ZADD', d.side, adm_at, member(s, cost)) end
+        d.a = max(d.a + cost - charged, 0)
         return
       end
     end
     if delta < 0 then
-      meta.seq = meta.seq + 1
-      redis.call('ZADD', d.side, now, member(meta.seq, -delta))
+      seq = seq + 1
+      call('ZADD', d.side, now, member(seq, -delta))
       d.a = d.a - delta
     end
-  end,
-  remaining = function(d) return math.max(d.amount - d.a, 0) end,
-  reset_after = function(d)
-    if d.a <= 0 then return 0 end
-    local last = redis.call('ZRANGE', d.side, -1, -1, 'WITHSCORES')
-    if #last == 0 then return 0 end
-    return math.max(tonumber(last[2]) + d.window - now, 0)
-  end,
-  clamp = function(d, rem)
-    local extra = d.amount - rem - d.a
-    if extra > 0 then
-      meta.seq = meta.seq + 1
-      redis.call('ZADD', d.side, now, member(meta.seq, extra))
-      d.a = d.a + extra
-    end
-  end,
-  store = function(d, out)
-    if d.expired > 0 then redis.call('ZREMRANGEBYSCORE', d.side, '-inf', d.cut) end
-    redis.call('PEXPIRE', d.side, ttl_ms)
-    out[#out + 1] = d.label .. ':a'; out[#out + 1] = d.a
-  end,
-} end
+  end
+end
 
--- Sliding-window counter: fixed windows aligned to multiples of the window on Redis's
--- clock; a = index of the current window, b = previous window's count, c = current
--- count. Estimate = b · (W - e) / W + c, e = time into the current window.
-MAKE.ctr = function() return {
-  load = function(d)
-    local W = d.window
-    local idx = floor_div(now, W)
-    if d.a == nil then d.a = idx; d.b = 0; d.c = 0
-    elseif idx == d.a + 1 then d.b = d.c; d.c = 0; d.a = idx
-    elseif idx > d.a + 1 then d.b = 0; d.c = 0; d.a = idx end
-    d.e = math.max(now - d.a * W, 0)
-    if d.e >= W then d.e = W - 1 end
-  end,
-  check = function(d, cost)
-    local W, A = d.window, d.amount
-    if d.c + cost <= A and d.b * (W - d.e) <= (A - d.c - cost) * W then return nil end
-    if d.c + cost <= A and d.b > 0 then
-      local at = W - floor_div((A - d.c - cost) * W, d.b)
-      if at < W then return math.max(at - d.e, 1) end
-    end
-    local at = 0
-    if d.c > 0 then at = math.max(W - floor_div((A - cost) * W, d.c), 0) end
-    if at < W then return (d.a + 1) * W + at - now end
-    return (d.a + 2) * W - now
-  end,
-  commit = function(d, cost) d.c = d.c + cost end,
-  adjust = function(d, delta, adm)
-    local W = d.window
-    local idx = -1
-    if adm >= 0 then idx = floor_div(adm, W) end
-    if idx == d.a then d.c = math.max(d.c - delta, 0)
-    elseif idx == d.a - 1 then d.b = math.max(d.b - delta, 0)
-    elseif delta < 0 then d.c = d.c - delta end
-  end,
-  remaining = function(d)
-    local W = d.window
-    local est = d.b * (W - d.e) + d.c * W
-    return math.max(floor_div(d.amount * W - est, W), 0)
-  end,
-  reset_after = function(d)
-    if d.c > 0 then return (d.a + 2) * d.window - now end
-    if d.b > 0 then return (d.a + 1) * d.window - now end
-    return 0
-  end,
-  clamp = function(d, rem)
+-- Lowers what is left to at most `rem` (a server-reported remaining count).
+local function clamp(d, rem)
+  local code = d.code
+  if code == TB then d.a = min(d.a, rem * d.unit)
+  elseif code == GCRA then d.debt = max(d.debt, d.full - rem * d.unit)
+  elseif code == LEAKY then
+    if rem <= 0 then d.debt = max(d.debt, d.unit) end
+  elseif code == CTR then
     local W = d.window
     local missing = (d.amount - rem) * W - (d.b * (W - d.e) + d.c * W)
     if missing > 0 then d.c = d.c + ceil_div(missing, W) end
-  end,
-  store = function(d, out)
-    out[#out + 1] = d.label .. ':a'; out[#out + 1] = d.a
-    out[#out + 1] = d.label .. ':b'; out[#out + 1] = d.b
-    out[#out + 1] = d.label .. ':c'; out[#out + 1] = d.c
-  end,
-} end
-
--- Concurrency slots: side ZSET of lease ids scored by lease expiry (µs). A lease is
--- released by the permit, or expires so that a dead process cannot hold slots forever.
-MAKE.conc = function() return {
-  load = function(d)
-    redis.call('ZREMRANGEBYSCORE', d.side, '-inf', now)
-    d.a = redis.call('ZCARD', d.side)
-  end,
-  check = function(d, cost)
-    if d.a + cost <= d.amount then return nil end
-    local first = redis.call('ZRANGE', d.side, 0, 0, 'WITHSCORES')
-    local wait = d.retry
-    if #first > 0 then wait = math.min(wait, tonumber(first[2]) - now) end
-    return math.max(wait, 1)
-  end,
-  commit = function(d, cost, seq)
-    if cost > 0 then
-      redis.call('ZADD', d.side, now + d.lease, string.format('%d', seq))
-      d.a = d.a + cost
-    end
-  end,
-  adjust = function() end,
-  remaining = function(d) return math.max(d.amount - d.a, 0) end,
-  reset_after = function(d)
-    if d.a == 0 then return 0 end
-    local last = redis.call('ZRANGE', d.side, -1, -1, 'WITHSCORES')
-    if #last == 0 then return 0 end
-    return math.max(tonumber(last[2]) - now, 0)
-  end,
-  clamp = function() end,
-  store = function(d) redis.call('PEXPIRE', d.side, ttl_ms) end,
-} end
-
-local S = setmetatable({}, { __index = function(t, code)
-  local s = MAKE[code]()
-  t[code] = s
-  return s
-end })
-
-local function release(count)
-  for _ = 1, count do
-    local id = arg()
-    for i = 1, n do
-      if dims[i].code == 'conc' then redis.call('ZREM', dims[i].side, id) end
+  elseif code == LOG then
+    local extra = d.amount - rem - d.a
+    if extra > 0 then
+      seq = seq + 1
+      call('ZADD', d.side, now, member(seq, extra))
+      d.a = d.a + extra
     end
   end
 end
 
--- Writes the dimensions and the meta fields named in `changed`, then extends the TTL.
-local function save(changed)
-  local out = {}
-  for _, f in ipairs(changed) do out[#out + 1] = f; out[#out + 1] = meta[f] end
-  for i = 1, n do S[dims[i].code].store(dims[i], out) end
-  redis.call('HSET', hash, unpack(out))
-  local ttl = ttl_ms
-  if meta.pause > now then
-    local pause_ms = ceil_div(meta.pause - now, 1000) + 1000
-    if pause_ms > ttl then ttl = pause_ms end
+local function remaining(d)
+  local code = d.code
+  if code == TB then return floor_div(max(d.a, 0), d.unit)
+  elseif code == GCRA then return floor_div(max(d.full - d.debt, 0), d.unit)
+  elseif code == LEAKY then
+    if d.debt <= 0 then return d.amount end
+    return 0
+  elseif code == CTR then
+    local W = d.window
+    local est = d.b * (W - d.e) + d.c * W
+    return max(floor_div(d.amount * W - est, W), 0)
   end
-  redis.call('PEXPIRE', hash, ttl)
+  return max(d.amount - d.a, 0) -- log, conc
+end
+
+local function reset_after(d)
+  local code = d.code
+  if code == TB then return ceil_div(max(d.full - d.a, 0), d.rate)
+  elseif code == GCRA or code == LEAKY then return ceil_div(d.debt, d.rate)
+  elseif code == CTR then
+    if d.c > 0 then return (d.a + 2) * d.window - now end
+    if d.b > 0 then return (d.a + 1) * d.window - now end
+    return 0
+  end
+  if d.a <= 0 then return 0 end -- log, conc
+  local last = call('ZRANGE', d.side, -1, -1, 'WITHSCORES')
+  if #last == 0 then return 0 end
+  if code == LOG then return max(tonumber(last[2]) + d.window - now, 0) end
+  return max(tonumber(last[2]) - now, 0)
 end
 
 -- ---------------------------------------------------------------- operations
-if op == 'admit' then
-  -- count_denial, requests, tokens, n costs, lease µs, retry µs for full concurrency
-  local count_denial = tonumber(arg())
-  local requests = tonumber(arg())
-  local tokens = tonumber(arg())
-  local costs = {}
-  for i = 1, n do costs[i] = tonumber(arg()) end
-  local lease = tonumber(arg())
-  local retry = tonumber(arg())
-  if meta.pause > now then
-    if count_denial == 1 then
-      redis.call('HINCRBY', hash, 'den', 1)
+local function admit(vals, blob)
+  -- count_denial, requests, tokens, lease µs, retry µs for full concurrency, n costs
+  local counted, requests, tokens, pos
+  counted, requests, tokens, lease, retry, pos = sunpack('<ddddd', vals)
+  if pause > now then
+    if counted == 1 then
+      den = den + 1
+      save(nil)
     end
-    return { 2, now, 0, meta.pause - now }
+    return { 2, now, 0, pause - now }
   end
   local worst, worst_wait = 0, -1
   for i = 1, n do
     local d = dims[i]
-    d.lease = lease; d.retry = retry
-    S[d.code].load(d)
-    local wait = S[d.code].check(d, costs[i])
+    d.cost, pos = sunpack('<d', vals, pos)
+    load(d)
+    local wait = check(d, d.cost)
     if wait ~= nil and wait > worst_wait then worst, worst_wait = i, wait end
   end
   if worst > 0 then
-    if count_denial == 1 then
-      redis.call('HINCRBY', hash, 'den', 1)
-      redis.call('PEXPIRE', hash, math.max(ttl_ms, redis.call('PTTL', hash)))
+    if counted == 1 then
+      -- Only `den` changes: the rest of the state is written back as it was read.
+      local ttl = fmt('%d', max(ttl_ms + 0, call('PTTL', key)))
+      local rest = ''
+      if blob then rest = ssub(blob, 41) end
+      call('SET', key, spack('<ddddd', pause, adm, den + 1, tok, seq) .. rest, 'PX', ttl)
     end
     return { 0, now, worst, worst_wait }
   end
-  local changed = { 'adm', 'tok' }
-  if needs_seq then
-    meta.seq = meta.seq + 1
-    changed[3] = 'seq'
+  for i = 1, n do
+    local code = dims[i].code
+    if code == LOG or code == CONC then seq = seq + 1 break end
   end
-  for i = 1, n do S[dims[i].code].commit(dims[i], costs[i], meta.seq) end
-  meta.adm = meta.adm + requests
-  meta.tok = meta.tok + tokens
-  save(changed)
-  return { 1, now, meta.seq, 0 }
-elseif op == 'record' then
-  -- n deltas (+refund), n clamps (-1 = none), n charged costs, admission µs (-1),
-  -- seq, tokens delta for the 'tok' total, pause µs (-1 = none), releases count, ids
-  local deltas, clamps, charged = {}, {}, {}
-  for i = 1, n do deltas[i] = tonumber(arg()) end
-  for i = 1, n do clamps[i] = tonumber(arg()) end
-  for i = 1, n do charged[i] = tonumber(arg()) end
-  local adm = tonumber(arg())
-  local seq = tonumber(arg())
-  local tok_delta = tonumber(arg())
-  local pause = tonumber(arg())
-  local releases = tonumber(arg())
   for i = 1, n do
     local d = dims[i]
-    d.lease = 0; d.retry = 0
-    S[d.code].load(d)
+    commit(d, d.cost, seq)
+    store(d)
   end
-  release(releases)
-  for i = 1, n do
-    local d, s = dims[i], S[dims[i].code]
-    if deltas[i] ~= 0 then s.adjust(d, deltas[i], adm, seq, charged[i]) end
-    if clamps[i] >= 0 then s.clamp(d, clamps[i]) end
+  adm = adm + requests
+  tok = tok + tokens
+  -- Not paused (checked above): the idle TTL is the whole TTL.
+  save(ttl_ms)
+  return { 1, now, seq, 0 }
+end
+
+local function record(vals)
+  -- admission µs (-1), seq, tokens delta for the 'tok' total, pause µs (-1 = none),
+  -- releases count, then per dimension: delta (+refund), clamp (-1 = none), charged
+  -- cost; then the released lease ids
+  local adm_at, s, tok_delta, pause_for, releases, pos = sunpack('<ddddd', vals)
+  for i = 1, n do load(dims[i]) end
+  local changes = pos
+  pos = pos + n * 24
+  for _ = 1, releases do
+    local id
+    id, pos = sunpack('<d', vals, pos)
+    id = fmt('%d', id)
+    for i = 1, n do
+      if dims[i].code == CONC then call('ZREM', dims[i].side, id) end
+    end
   end
-  meta.tok = math.max(meta.tok - tok_delta, 0)
-  if pause >= 0 and now + pause > meta.pause then meta.pause = now + pause end
-  save({ 'pause', 'tok', 'seq' })
-  return { now, math.max(meta.pause - now, 0) }
-elseif op == 'stats' then
-  local out = { now, math.max(meta.pause - now, 0), meta.adm, meta.den, meta.tok }
+  pos = changes
   for i = 1, n do
     local d = dims[i]
-    d.lease = 0; d.retry = 0
-    S[d.code].load(d)
-    out[#out + 1] = S[d.code].remaining(d)
-    out[#out + 1] = S[d.code].reset_after(d)
+    local delta, rem, charged
+    delta, rem, charged, pos = sunpack('<ddd', vals, pos)
+    if delta ~= 0 then adjust(d, delta, adm_at, s, charged) end
+    if rem >= 0 then clamp(d, rem) end
+  end
+  tok = max(tok - tok_delta, 0)
+  if pause_for >= 0 and now + pause_for > pause then pause = now + pause_for end
+  for i = 1, n do store(dims[i]) end
+  local ttl = ttl_ms + 0
+  if pause > now then
+    local pause_ms = ceil_div(pause - now, 1000) + 1000
+    if pause_ms > ttl then ttl = pause_ms end
+  end
+  save(ttl)
+  return { now, max(pause - now, 0) }
+end
+
+local function stats()
+  local out = { now, max(pause - now, 0), adm, den, tok }
+  for i = 1, n do
+    local d = dims[i]
+    load(d)
+    out[#out + 1] = remaining(d)
+    out[#out + 1] = reset_after(d)
   end
   return out
-elseif op == 'reset' then
-  redis.call('DEL', unpack(KEYS))
-  return { now }
-elseif op == 'deny' then
-  redis.call('HINCRBY', hash, 'den', 1)
-  redis.call('PEXPIRE', hash, math.max(ttl_ms, redis.call('PTTL', hash)))
+end
+
+local function run(keys, argv)
+  if call == nil then
+    call, floor, max, min, fmt = redis.call, math.floor, math.max, math.min, string.format
+    spack, sunpack, ssub = struct.pack, struct.unpack, string.sub
+  end
+  key = keys[1]
+  local op = argv[1]
+  local t = call('TIME')
+  now = t[1] * 1000000 + t[2]
+  if op == 'reset' then
+    call('DEL', unpack(keys))
+    return { now }
+  end
+  if op ~= 'admit' and op ~= 'record' and op ~= 'stats' and op ~= 'deny' then
+    return redis.error_reply('unknown limiter op ' .. tostring(op))
+  end
+  ttl_ms = argv[2]
+  local plan = argv[3]
+  dims = plans[plan] or parse_plan(plan)
+  n = dims.n
+  local side = 1
+  for i = 1, n do
+    local d = dims[i]
+    d.a = nil; d.b = nil; d.c = nil; d.cost = 0; d.debt = 0; d.cut = 0; d.expired = 0
+    d.e = 0
+    local code = d.code
+    if code == LOG or code == CONC then
+      side = side + 1
+      d.side = keys[side]
+    end
+  end
+  lease, retry = 0, 0
+  -- A key left by an older layout (another type) reads as absent and is overwritten.
+  local blob = redis.pcall('GET', key)
+  if type(blob) ~= 'string' then blob = nil end
+  pause, adm, den, tok, seq = 0, 0, 0, 0, 0
+  foreign = ''
+  if blob then
+    local pos
+    pause, adm, den, tok, seq, pos = sunpack('<ddddd', blob)
+    local len = #blob
+    while pos <= len do
+      local label, a, b, c, nxt = sunpack('<Bc0ddd', blob, pos)
+      local known = false
+      for i = 1, n do
+        local d = dims[i]
+        if d.label == label and d.code ~= CONC then
+          d.a = a; d.b = b; d.c = c
+          known = true
+          break
+        end
+      end
+      if not known then foreign = foreign .. ssub(blob, pos, nxt - 1) end
+      pos = nxt
+    end
+  end
+  if op == 'admit' then return admit(argv[4], blob) end
+  if op == 'record' then return record(argv[4]) end
+  if op == 'stats' then return stats() end
+  -- deny: count one denial; the TTL never shortens
+  den = den + 1
+  save(max(ttl_ms + 0, call('PTTL', key)))
   return { now }
 end
-return redis.error_reply('unknown limiter op ' .. tostring(op))
+
+if redis.register_function then
+  redis.register_function(FUNCTION_NAME, function(keys, argv) return run(keys, argv) end)
+else
+  return run(KEYS, ARGV)
+end
