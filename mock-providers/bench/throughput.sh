@@ -4,16 +4,17 @@
 # --example bare) and wrk. Usage: bench/throughput.sh [rounds] [seconds] [connections]
 # For each round and server: wrk req/s, and server CPU time per request (utime+stime from
 # /proc, so a busy neighbour slows req/s but not the CPU cost). Bounded: rounds × 2 × seconds.
+# BENCH_BIN=dir takes the binaries from another directory (e.g. a saved earlier build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}; secs=${2:-10}; conns=${3:-64}
-bin=target/release
+bin=${BENCH_BIN:-target/release}
 lua=mock-providers/bench/chat.lua
 tick=$(getconf CLK_TCK)
 
 "$bin/mock-providers" --config mock-providers/bench/perf.toml --addr 127.0.0.1:18080 >/dev/null 2>&1 &
 mock_pid=$!
-"$bin/examples/bare" 127.0.0.1:18081 >/dev/null 2>&1 &
+"$bin/${BENCH_BARE:-examples/bare}" 127.0.0.1:18081 >/dev/null 2>&1 &
 bare_pid=$!
 trap 'kill $mock_pid $bare_pid 2>/dev/null || true' EXIT
 sleep 1

@@ -57,7 +57,13 @@
 //!   paced chunk by chunk. Zero-latency mode writes everything at once.
 //! - **Faults** (per model or deployment, after quota admission, so they are charged):
 //!   500, 503, a stall before the first byte, a connection dropped mid-stream, and
-//!   `x-should-retry` on every 429 and 5xx.
+//!   `x-should-retry` on every rate-limit 429 and 5xx. OpenAI's 429 `insufficient_quota`
+//!   (billing quota used up) is drawn before admission instead: uncharged, and with no
+//!   retry advice (`retry-after`, `retry-after-ms`, `x-should-retry`) since waiting does not
+//!   help; Azure routes answer it with the same OpenAI body.
+//! - **Azure model list**: `GET /openai/models?api-version=…` (what health checks call)
+//!   lists the configured models in Azure's shape, with the key checked as on the
+//!   deployment routes.
 //! - **Time**: quota decisions read the injected [`clock::MockClock`]; latency waits use
 //!   tokio's timer (so they follow tokio's paused time in tests).
 

@@ -5,7 +5,7 @@
 //! is whole seconds. Configuration files use human strings (`"250ms"`, `"10s"`). This crate
 //! depends on nothing of the hub, so it carries its own small parser and formatter.
 
-use std::fmt::Write as _;
+use std::fmt::Write;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -39,10 +39,17 @@ pub fn ceil_secs(d: Duration) -> u64 {
 ///
 /// OpenAI's `x-ratelimit-reset-*` headers and the "Please try again in …" text use this form.
 pub fn go_duration_ms(d: Duration) -> String {
-    let ms = ceil_ms(d);
     let mut out = String::with_capacity(12);
+    write_go_duration_ms(&mut out, d);
+    out
+}
+
+/// Appends [`go_duration_ms`]`(d)` to `out` (no intermediate string).
+pub fn write_go_duration_ms(out: &mut impl Write, d: Duration) {
+    let ms = ceil_ms(d);
+    // Writing to a string or buffer cannot fail; the results are ignored.
     if ms == 0 {
-        out.push_str("0s");
+        let _ = out.write_str("0s");
     } else if ms < 1_000 {
         let _ = write!(out, "{ms}ms");
     } else {
@@ -57,12 +64,16 @@ pub fn go_duration_ms(d: Duration) -> String {
         }
         let _ = write!(out, "{secs}");
         if frac > 0 {
-            let digits = format!("{frac:03}");
-            let _ = write!(out, ".{}", digits.trim_end_matches('0'));
+            // Milliseconds as a decimal fraction without trailing zeros: 500 -> ".5".
+            let (digits, width) = match frac {
+                f if f % 100 == 0 => (f / 100, 1),
+                f if f % 10 == 0 => (f / 10, 2),
+                f => (f, 3),
+            };
+            let _ = write!(out, ".{digits:0width$}");
         }
-        out.push('s');
+        let _ = out.write_str("s");
     }
-    out
 }
 
 /// An error from [`parse_duration`]: the text that could not be read.
@@ -135,6 +146,8 @@ mod tests {
         assert_eq!(go_duration_ms(ms(18_642)), "18.642s");
         assert_eq!(go_duration_ms(ms(360_000)), "6m0s");
         assert_eq!(go_duration_ms(ms(125_500)), "2m5.5s");
+        assert_eq!(go_duration_ms(ms(1_050)), "1.05s");
+        assert_eq!(go_duration_ms(ms(61_005)), "1m1.005s");
         assert_eq!(go_duration_ms(ms(3_600_000)), "1h0m0s");
         // Rounded up, never down: a client waiting the advertised time is never early.
         assert_eq!(go_duration_ms(Duration::from_nanos(1)), "1ms");

@@ -214,6 +214,56 @@ async fn injected_500_and_503_use_provider_bodies() {
 }
 
 #[tokio::test]
+async fn insufficient_quota_is_uncharged_and_gives_no_retry_advice() {
+    let m = mock(faulty(FaultConfig {
+        insufficient_quota: 1.0,
+        should_retry: Some(true),
+        ..FaultConfig::default()
+    }));
+    let expected = json!({"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}});
+    let azure = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21";
+    for uri in ["/v1/chat/completions", azure] {
+        let r = m.post(uri, &chat("gpt-4o", "x", "")).await;
+        assert_eq!(r.status, 429, "{uri}");
+        assert_eq!(
+            r.text(),
+            r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#
+        );
+        assert_eq!(r.json(), expected);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert!(r.header("x-request-id").is_some());
+        for absent in [
+            "retry-after",
+            "retry-after-ms",
+            "x-should-retry",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ] {
+            assert!(r.header(absent).is_none(), "{uri}: {absent}");
+        }
+    }
+    let stats = m.call("GET", "/_mock/stats", &[], "").await.json();
+    for key in ["openai/org-mock/gpt-4o", "azure/gpt-4o-mini"] {
+        let k = &stats["keys"][key];
+        assert_eq!(k["faults"]["insufficient_quota"], 1, "{key}");
+        assert_eq!(k["admitted"], 0, "{key}: refused before the rate limits");
+        assert_eq!(k["tokens_charged"], 0, "{key}");
+        assert_eq!(k["throttled"], json!({"requests": 0, "tokens": 0}), "{key}");
+    }
+    let metrics = m.call("GET", "/metrics", &[], "").await.text();
+    assert!(metrics.contains(
+        "mock_faults_insufficient_quota_total{provider=\"openai\",key=\"org-mock/gpt-4o\"} 1\n"
+    ));
+
+    // Off by default: the same request is served.
+    let m = mock(MockConfig::default());
+    let r = m
+        .post("/v1/chat/completions", &chat("gpt-4o", "x", ""))
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
 async fn fault_probabilities_are_seeded_and_roughly_honoured() {
     let config = faulty(FaultConfig {
         error_500: 0.3,

@@ -206,6 +206,64 @@ async fn models_are_listed_and_fetched() {
 }
 
 #[tokio::test]
+async fn azure_model_list_answers_health_checks() {
+    let m = mock(MockConfig {
+        azure_keys: vec!["azure-key".to_owned()],
+        ..MockConfig::default()
+    });
+    let uri = "/openai/models?api-version=2024-10-21";
+    let r = m.call("GET", uri, &[AZURE_KEY], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    let data = v["data"].as_array().unwrap();
+    let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "gpt-4o-mini",
+            "gpt-4o",
+            "gpt-3.5-turbo",
+            "gpt-4",
+            "text-embedding-3-small"
+        ]
+    );
+    assert_eq!(
+        data[0],
+        serde_json::json!({
+            "status": "succeeded",
+            "capabilities": {"fine_tune": false, "inference": true, "completion": true,
+                             "chat_completion": true, "embeddings": false},
+            "lifecycle_status": "generally-available",
+            "deprecation": {"inference": 1_798_761_600u64},
+            "id": "gpt-4o-mini",
+            "created_at": 1_715_367_049u64,
+            "object": "model"
+        })
+    );
+    assert_eq!(data[4]["capabilities"]["embeddings"], true);
+    assert_eq!(data[4]["capabilities"]["chat_completion"], false);
+    // Bearer (Entra) is accepted like on the deployment routes.
+    let bearer = ("authorization", "Bearer azure-key");
+    assert_eq!(m.call("GET", uri, &[bearer], "").await.status, 200);
+
+    // Auth is checked as on the other Azure routes: missing or wrong key is Azure's 401.
+    for headers in [&[][..], &[("api-key", "wrong")][..]] {
+        let r = m.call("GET", uri, headers, "").await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json()["error"]["code"], "401");
+    }
+    // Without api-version: Azure's 404.
+    let r = m.call("GET", "/openai/models", &[AZURE_KEY], "").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"error":{"code":"404","message":"Resource not found"}})
+    );
+}
+
+#[tokio::test]
 async fn azure_routes_serve_with_azure_headers() {
     let m = mock(MockConfig::default());
     let uri = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21";

@@ -170,6 +170,7 @@ fn fault_problem(f: &super::FaultConfig) -> Option<String> {
     [
         ("error_500", f.error_500),
         ("error_503", f.error_503),
+        ("insufficient_quota", f.insufficient_quota),
         ("drop_mid_stream", f.drop_mid_stream),
         ("stall", f.stall),
     ]
@@ -347,6 +348,7 @@ replenish = "sliding"
 
 [models.faults]
 error_500 = 0.1
+insufficient_quota = 0.25
 should_retry = false
 
 [[deployments]]
@@ -361,6 +363,7 @@ rpm_window = "1s"
         assert!(!c.headers.retry_after_ms && c.headers.retry_after);
         assert_eq!(c.models.len(), 1);
         assert_eq!(c.models[0].faults.should_retry, Some(false));
+        assert_eq!(c.models[0].faults.insufficient_quota, 0.25);
         assert_eq!(c.deployments[0].limits().requests_per_window(), 1);
         assert_eq!(
             c.output_tokens,

@@ -288,6 +288,10 @@ impl DeploymentConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultConfig {
+    /// Probability of OpenAI's 429 `insufficient_quota` (billing quota used up), checked
+    /// before the rate limits and not charged to them; it carries no retry advice
+    /// (`retry-after`, `retry-after-ms`, `x-should-retry`) since waiting does not help.
+    pub insufficient_quota: f64,
     /// Probability of a 500 with the provider's `server_error` body.
     pub error_500: f64,
     /// Probability of a 503 with the provider's overloaded body.

@@ -7,7 +7,7 @@
 //! recur across requests, and tiktoken's regex pre-tokenizer dominates the mock's CPU time.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::LazyLock;
 
 use parking_lot::Mutex;
@@ -20,10 +20,35 @@ const MEMO_MAX_TEXT: usize = 4096;
 const MEMO_SHARD_ENTRIES: usize = 2048;
 const MEMO_SHARDS: usize = 16;
 
-/// Token counts of short texts, per encoding, in shards cleared when full.
+/// Token counts of short texts, per encoding, in shards cleared when full. Each text is
+/// hashed once (keyed SipHash); the maps are keyed by that hash and keep the text, so a
+/// lookup is exact: a text whose hash is held by another text is counted, not memoised.
 struct Memo {
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<Box<str>, u32>>>,
+    shards: Vec<Mutex<Shard>>,
+}
+
+/// Text hash → the text and its token count.
+type Shard = HashMap<u64, (Box<str>, u32), BuildHasherDefault<Prehashed>>;
+
+/// A hasher for keys that already are hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Memo {
@@ -31,22 +56,27 @@ impl Memo {
         Self {
             hasher: RandomState::new(),
             shards: (0..MEMO_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
         }
     }
 
     fn get_or(&self, text: &str, count: impl FnOnce() -> u32) -> u32 {
-        let shard = &self.shards[self.hasher.hash_one(text) as usize % MEMO_SHARDS];
-        if let Some(&n) = shard.lock().get(text) {
-            return n;
-        }
+        let hash = self.hasher.hash_one(text);
+        let shard = &self.shards[(hash >> 40) as usize % MEMO_SHARDS];
+        let held = match shard.lock().get(&hash) {
+            Some((t, n)) if &**t == text => return *n,
+            Some(_) => true,
+            None => false,
+        };
         let n = count();
-        let mut map = shard.lock();
-        if map.len() >= MEMO_SHARD_ENTRIES {
-            map.clear();
+        if !held {
+            let mut map = shard.lock();
+            if map.len() >= MEMO_SHARD_ENTRIES {
+                map.clear();
+            }
+            map.insert(hash, (text.into(), n));
         }
-        map.insert(text.into(), n);
         n
     }
 }
@@ -97,6 +127,31 @@ impl Encoding {
         };
         memo.get_or(text, || self.count(text))
     }
+
+    /// [`Self::count`] of a chat role: the roles OpenAI accepts are counted once per
+    /// encoding, anything else as text.
+    pub fn count_role(self, role: &str) -> u32 {
+        const ROLES: [&str; 6] = [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "function",
+            "developer",
+        ];
+        static O200K: LazyLock<[u32; 6]> =
+            LazyLock::new(|| ROLES.map(|r| Encoding::O200kBase.count(r)));
+        static CL100K: LazyLock<[u32; 6]> =
+            LazyLock::new(|| ROLES.map(|r| Encoding::Cl100kBase.count(r)));
+        let counts = match self {
+            Self::O200kBase => &O200K,
+            Self::Cl100kBase => &CL100K,
+        };
+        match ROLES.iter().position(|&r| r == role) {
+            Some(i) => counts[i],
+            None => self.count_cached(role),
+        }
+    }
 }
 
 fn saturate(n: usize) -> u32 {
@@ -118,11 +173,19 @@ pub struct ChatMessageText<'a> {
 /// models: 3 tokens of framing per message, 1 more per `name`, the role, name and content
 /// tokens, and 3 tokens priming the reply.
 pub fn count_chat_prompt(encoding: Encoding, messages: &[ChatMessageText<'_>]) -> u32 {
+    count_chat_messages(encoding, messages.iter().copied())
+}
+
+/// [`count_chat_prompt`] over any sequence of messages (no slice to build).
+pub fn count_chat_messages<'a>(
+    encoding: Encoding,
+    messages: impl IntoIterator<Item = ChatMessageText<'a>>,
+) -> u32 {
     let mut total: u32 = 3;
     for m in messages {
         total = total
             .saturating_add(3)
-            .saturating_add(encoding.count_cached(m.role))
+            .saturating_add(encoding.count_role(m.role))
             .saturating_add(encoding.count_cached(m.content));
         if let Some(name) = m.name {
             total = total
@@ -158,6 +221,36 @@ mod tests {
                 assert_eq!(e.count_cached(text), e.count(text), "{text:?} (memoised)");
             }
         }
+    }
+
+    #[test]
+    fn role_counts_equal_fresh_counts() {
+        for e in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            for role in [
+                "system",
+                "user",
+                "assistant",
+                "tool",
+                "function",
+                "developer",
+                "robot",
+            ] {
+                assert_eq!(e.count_role(role), e.count(role), "{e:?} {role}");
+            }
+        }
+    }
+
+    #[test]
+    fn memo_is_exact_when_hashes_collide() {
+        let memo = Memo::new();
+        assert_eq!(memo.get_or("abc", || 3), 3);
+        assert_eq!(memo.get_or("abc", || 99), 3, "memoised");
+        // Plant a different text under the hash of "xyz": it must not be taken for it.
+        let hash = memo.hasher.hash_one("xyz");
+        let shard = &memo.shards[(hash >> 40) as usize % MEMO_SHARDS];
+        shard.lock().insert(hash, ("other".into(), 42));
+        assert_eq!(memo.get_or("xyz", || 7), 7);
+        assert_eq!(memo.get_or("xyz", || 8), 8, "counted again, not memoised");
     }
 
     #[test]

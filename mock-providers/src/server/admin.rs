@@ -33,6 +33,7 @@ pub fn stats_json(state: &MockState) -> Vec<u8> {
                     "error_503": s.faults_503.load(Relaxed),
                     "dropped": s.faults_dropped.load(Relaxed),
                     "stalled": s.faults_stalled.load(Relaxed),
+                    "insufficient_quota": s.faults_insufficient_quota.load(Relaxed),
                 },
                 "remaining": {
                     "requests": q.remaining_requests,
@@ -62,7 +63,7 @@ pub fn metrics_text(state: &MockState) -> String {
         "mock_requests_total {}",
         state.0.requests.load(Relaxed)
     );
-    let counters: [(&str, &str); 9] = [
+    let counters: [(&str, &str); 10] = [
         ("admitted", "Requests admitted by the quota."),
         (
             "throttled_requests",
@@ -80,6 +81,10 @@ pub fn metrics_text(state: &MockState) -> String {
         (
             "faults_stalled",
             "Responses stalled before the first byte on purpose.",
+        ),
+        (
+            "faults_insufficient_quota",
+            "Injected 429 insufficient_quota responses.",
         ),
     ];
     for (i, (name, help)) in counters.iter().enumerate() {

@@ -8,7 +8,7 @@ use super::respond;
 use super::state::Inner;
 use crate::config::ModelConfig;
 use crate::generation::text::{generate_text, GeneratedText};
-use crate::generation::tokenizer::{count_chat_prompt, ChatMessageText};
+use crate::generation::tokenizer::{count_chat_messages, ChatMessageText};
 use crate::generation::{embedding, fnv1a, rng_for};
 
 /// The choices of a chat or legacy completion and its token counts.
@@ -49,15 +49,12 @@ pub(super) fn generate(
     let mut rng = text_rng(inner, parsed, number);
     let (prompt_tokens, params) = match &parsed.body {
         Req::Chat { messages, params } => {
-            let texts: Vec<ChatMessageText<'_>> = messages
-                .iter()
-                .map(|m| ChatMessageText {
-                    role: &m.role,
-                    name: m.name.as_deref(),
-                    content: &m.content,
-                })
-                .collect();
-            (count_chat_prompt(encoding, &texts), params)
+            let texts = messages.iter().map(|m| ChatMessageText {
+                role: &m.role,
+                name: m.name.as_deref(),
+                content: &m.content,
+            });
+            (count_chat_messages(encoding, texts), params)
         }
         Req::Completion { prompts, params } => (
             prompts

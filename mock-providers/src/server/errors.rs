@@ -256,6 +256,18 @@ impl ApiError {
         }
     }
 
+    /// OpenAI's 429 `insufficient_quota`: the billing quota is used up, so waiting does not
+    /// help (the body of DESIGN.md §4; the same body on Azure routes).
+    pub fn insufficient_quota() -> Self {
+        Self::openai(
+            StatusCode::TOO_MANY_REQUESTS,
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            None,
+            Some("insufficient_quota"),
+        )
+    }
+
     /// OpenAI's 429 for a throttle: "Rate limit reached …", or "Request too large …" when
     /// the request can never fit.
     pub fn openai_rate_limited(throttle: &Throttle, model: &str, org: &str) -> Self {
@@ -362,6 +374,16 @@ mod tests {
         assert_eq!(
             e.body,
             r#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-02-15-preview have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 60 seconds. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."}}"#
+        );
+    }
+
+    #[test]
+    fn insufficient_quota_body_is_byte_exact() {
+        let e = ApiError::insufficient_quota();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            e.body,
+            r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#
         );
     }
 

@@ -1,15 +1,17 @@
 //! Response headers: request ids, rate-limit state and retry advice, each switchable in
 //! [`crate::config::HeaderSwitches`].
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
 
 use crate::config::HeaderSwitches;
 use crate::generation::splitmix64;
 use crate::quota::{Dimension, QuotaSnapshot};
-use crate::units::{ceil_ms, ceil_secs, go_duration_ms};
+use crate::units::{ceil_ms, ceil_secs, write_go_duration_ms};
 
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
 const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
@@ -39,7 +41,8 @@ impl RequestId {
         Self(a, splitmix64(a))
     }
 
-    /// OpenAI style: `req_` and 32 hex digits.
+    /// OpenAI style: `req_` and 32 hex digits (what `x-request-id` carries).
+    #[cfg(test)]
     pub fn openai(&self) -> String {
         format!("req_{:016x}{:016x}", self.0, self.1)
     }
@@ -58,100 +61,172 @@ impl RequestId {
     }
 
     /// `len` base-62 characters for completion ids (`chatcmpl-…`).
+    #[cfg(test)]
     pub fn alnum(&self, len: usize) -> String {
+        let mut out = String::with_capacity(len);
+        self.push_alnum(len, &mut out);
+        out
+    }
+
+    /// Appends [`Self::alnum`]`(len)` to `out`.
+    pub fn push_alnum(&self, len: usize, out: &mut String) {
         const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
         let mut x = self.0 ^ self.1.rotate_left(17);
-        (0..len)
-            .map(|_| {
-                x = splitmix64(x);
-                DIGITS[(x % 62) as usize] as char
-            })
-            .collect()
+        out.extend((0..len).map(|_| {
+            x = splitmix64(x);
+            char::from(DIGITS[(x % 62) as usize])
+        }));
     }
 }
 
-fn text(v: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(v).ok()
+/// Response headers under construction. Values computed per request (numbers, ids,
+/// durations) are written into one shared buffer and sliced out of it when the map is
+/// built, so a response's dynamic headers cost one allocation, not one each; fixed values
+/// are `from_static` or shared. Later values for a name replace earlier ones, and the map
+/// keeps the order in which names were first set.
+#[derive(Debug)]
+pub struct Headers {
+    buf: BytesMut,
+    entries: Vec<(HeaderName, Entry)>,
 }
 
-/// A header value that takes over `v`'s buffer instead of copying it.
-fn owned(v: String) -> Option<HeaderValue> {
-    HeaderValue::try_from(v).ok()
+#[derive(Debug)]
+enum Entry {
+    /// `buf[start..end]`.
+    Text(usize, usize),
+    /// A ready value.
+    Value(HeaderValue),
 }
 
-fn put(h: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
-    if let Some(v) = value {
-        h.insert(name, v);
+impl Default for Headers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Headers {
+    /// An empty set, sized for a typical response (about 14 headers).
+    pub fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(256),
+            entries: Vec::with_capacity(16),
+        }
+    }
+
+    /// Sets `name` to a ready value.
+    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        self.entries.push((name, Entry::Value(value)));
+    }
+
+    /// Sets `name` to the text `write` appends to the shared buffer.
+    fn write_with(&mut self, name: HeaderName, write: impl FnOnce(&mut BytesMut)) {
+        let start = self.buf.len();
+        write(&mut self.buf);
+        self.entries
+            .push((name, Entry::Text(start, self.buf.len())));
+    }
+
+    /// Sets `name` to the decimal `n`.
+    pub fn number(&mut self, name: HeaderName, n: u64) {
+        self.write_with(name, |b| {
+            let _ = write!(b, "{n}");
+        });
+    }
+
+    /// Sets `name` to `text`, copied.
+    pub fn text(&mut self, name: HeaderName, text: &str) {
+        self.write_with(name, |b| b.extend_from_slice(text.as_bytes()));
+    }
+
+    /// The header map, in the order the names were first set. A value that is not a valid
+    /// header value (only possible for configured text) is left out.
+    pub fn into_map(self) -> HeaderMap {
+        let shared = self.buf.freeze();
+        let mut h = HeaderMap::with_capacity(self.entries.len() + 1);
+        for (name, entry) in self.entries {
+            let value = match entry {
+                Entry::Value(v) => v,
+                Entry::Text(start, end) => {
+                    match HeaderValue::from_maybe_shared(shared.slice(start..end)) {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    }
+                }
+            };
+            h.insert(name, value);
+        }
+        h
     }
 }
 
 /// `x-request-id: req_…` (OpenAI).
-pub fn openai_request_id(s: &HeaderSwitches, id: &RequestId, h: &mut HeaderMap) {
+pub fn openai_request_id(s: &HeaderSwitches, id: &RequestId, h: &mut Headers) {
     if s.request_id {
-        put(h, REQUEST_ID, owned(id.openai()));
+        h.write_with(REQUEST_ID, |b| {
+            let _ = write!(b, "req_{:016x}{:016x}", id.0, id.1);
+        });
     }
 }
 
 /// `x-request-id`, `apim-request-id` and `x-ms-region` (Azure).
-pub fn azure_ids(s: &HeaderSwitches, id: &RequestId, region: &str, h: &mut HeaderMap) {
+pub fn azure_ids(s: &HeaderSwitches, id: &RequestId, region: &str, h: &mut Headers) {
     if s.request_id {
-        let uuid = owned(id.uuid());
-        put(h, APIM_REQUEST_ID, uuid.clone());
-        put(h, REQUEST_ID, uuid);
+        let uuid = id.uuid();
+        h.text(APIM_REQUEST_ID, &uuid);
+        h.text(REQUEST_ID, &uuid);
     }
     if s.region {
-        put(h, REGION, text(region));
+        h.text(REGION, region);
     }
 }
 
 /// OpenAI's six `x-ratelimit-*` headers (reset values as Go durations).
-pub fn openai_rate_limit(s: &HeaderSwitches, q: &QuotaSnapshot, h: &mut HeaderMap) {
+pub fn openai_rate_limit(s: &HeaderSwitches, q: &QuotaSnapshot, h: &mut Headers) {
     if !s.rate_limit {
         return;
     }
-    h.insert(LIMIT_REQUESTS, HeaderValue::from(q.limit_requests));
-    h.insert(LIMIT_TOKENS, HeaderValue::from(q.limit_tokens));
-    h.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining_requests));
-    h.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining_tokens));
-    put(h, RESET_REQUESTS, owned(go_duration_ms(q.reset_requests)));
-    put(h, RESET_TOKENS, owned(go_duration_ms(q.reset_tokens)));
+    h.number(LIMIT_REQUESTS, q.limit_requests);
+    h.number(LIMIT_TOKENS, q.limit_tokens);
+    h.number(REMAINING_REQUESTS, q.remaining_requests);
+    h.number(REMAINING_TOKENS, q.remaining_tokens);
+    h.write_with(RESET_REQUESTS, |b| {
+        write_go_duration_ms(b, q.reset_requests)
+    });
+    h.write_with(RESET_TOKENS, |b| write_go_duration_ms(b, q.reset_tokens));
 }
 
 /// `openai-organization`, `openai-processing-ms`, `openai-version`.
-pub fn openai_meta(s: &HeaderSwitches, org: &str, processing: Duration, h: &mut HeaderMap) {
+pub fn openai_meta(s: &HeaderSwitches, org: &str, processing: Duration, h: &mut Headers) {
     if !s.openai_meta {
         return;
     }
-    put(h, ORGANIZATION, text(org));
-    h.insert(PROCESSING_MS, HeaderValue::from(ceil_ms(processing)));
+    h.text(ORGANIZATION, org);
+    h.number(PROCESSING_MS, ceil_ms(processing));
     h.insert(VERSION, HeaderValue::from_static("2020-10-01"));
 }
 
 /// Azure's `x-ratelimit-remaining-requests` / `-tokens`.
-pub fn azure_rate_limit(s: &HeaderSwitches, q: &QuotaSnapshot, h: &mut HeaderMap) {
+pub fn azure_rate_limit(s: &HeaderSwitches, q: &QuotaSnapshot, h: &mut Headers) {
     if s.rate_limit {
-        h.insert(REMAINING_REQUESTS, HeaderValue::from(q.remaining_requests));
-        h.insert(REMAINING_TOKENS, HeaderValue::from(q.remaining_tokens));
+        h.number(REMAINING_REQUESTS, q.remaining_requests);
+        h.number(REMAINING_TOKENS, q.remaining_tokens);
     }
 }
 
 /// `retry-after` (whole seconds, rounded up) and `retry-after-ms` (rounded up).
-pub fn retry_after(s: &HeaderSwitches, wait: Duration, h: &mut HeaderMap) {
+pub fn retry_after(s: &HeaderSwitches, wait: Duration, h: &mut Headers) {
     if s.retry_after {
-        h.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(wait)));
+        h.number(RETRY_AFTER, ceil_secs(wait));
     }
     if s.retry_after_ms {
-        h.insert(RETRY_AFTER_MS, HeaderValue::from(ceil_ms(wait)));
+        h.number(RETRY_AFTER_MS, ceil_ms(wait));
     }
 }
 
 /// Azure 429 extras: `x-rate-limit-reset-tokens` (seconds) and `policy-id`.
-pub fn azure_throttle(s: &HeaderSwitches, d: Dimension, reset_tokens: Duration, h: &mut HeaderMap) {
+pub fn azure_throttle(s: &HeaderSwitches, d: Dimension, reset_tokens: Duration, h: &mut Headers) {
     if s.azure_reset_tokens {
-        h.insert(
-            AZURE_RESET_TOKENS,
-            HeaderValue::from(ceil_secs(reset_tokens)),
-        );
+        h.number(AZURE_RESET_TOKENS, ceil_secs(reset_tokens));
     }
     if s.policy_id {
         let policy = match d {
@@ -163,7 +238,7 @@ pub fn azure_throttle(s: &HeaderSwitches, d: Dimension, reset_tokens: Duration, 
 }
 
 /// `x-should-retry: true|false` when configured.
-pub fn should_retry(value: Option<bool>, h: &mut HeaderMap) {
+pub fn should_retry(value: Option<bool>, h: &mut Headers) {
     if let Some(v) = value {
         h.insert(
             SHOULD_RETRY,
@@ -186,5 +261,55 @@ mod tests {
         assert_eq!(u.matches('-').count(), 4);
         assert_eq!(id.alnum(29).len(), 29);
         assert_ne!(RequestId::new(1, 3).openai(), o);
+    }
+
+    #[test]
+    fn shared_buffer_values_equal_separate_ones() {
+        let id = RequestId::new(7, 9);
+        let s = HeaderSwitches::default();
+        let q = QuotaSnapshot {
+            limit_requests: 3,
+            remaining_requests: 0,
+            reset_requests: Duration::from_millis(18_642),
+            limit_tokens: 1_000_000_000_000_000,
+            remaining_tokens: u64::MAX,
+            reset_tokens: Duration::from_nanos(1),
+        };
+        let mut h = Headers::new();
+        openai_request_id(&s, &id, &mut h);
+        openai_rate_limit(&s, &q, &mut h);
+        openai_meta(&s, "org-mock", Duration::from_micros(1_500), &mut h);
+        retry_after(&s, Duration::from_millis(59_001), &mut h);
+        h.number(REMAINING_TOKENS, 7); // a later value replaces the earlier one
+        let map = h.into_map();
+        let get = |n: &str| map.get(n).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(get("x-request-id"), Some(id.openai()));
+        assert_eq!(get("x-ratelimit-limit-requests").as_deref(), Some("3"));
+        assert_eq!(
+            get("x-ratelimit-limit-tokens").as_deref(),
+            Some("1000000000000000")
+        );
+        assert_eq!(get("x-ratelimit-remaining-requests").as_deref(), Some("0"));
+        assert_eq!(get("x-ratelimit-remaining-tokens").as_deref(), Some("7"));
+        assert_eq!(
+            get("x-ratelimit-reset-requests").as_deref(),
+            Some("18.642s")
+        );
+        assert_eq!(get("x-ratelimit-reset-tokens").as_deref(), Some("1ms"));
+        assert_eq!(get("openai-organization").as_deref(), Some("org-mock"));
+        assert_eq!(get("openai-processing-ms").as_deref(), Some("2"));
+        assert_eq!(get("openai-version").as_deref(), Some("2020-10-01"));
+        assert_eq!(get("retry-after").as_deref(), Some("60"));
+        assert_eq!(get("retry-after-ms").as_deref(), Some("59001"));
+        let names: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names[0], "x-request-id", "order of first setting kept");
+        assert_eq!(names.len(), 12);
+        // Text that is no header value is left out, the rest kept.
+        let mut h = Headers::new();
+        h.text(REGION, "bad\nregion");
+        h.number(RETRY_AFTER, 1);
+        let map = h.into_map();
+        assert!(map.get("x-ms-region").is_none());
+        assert_eq!(map.get("retry-after").unwrap(), "1");
     }
 }

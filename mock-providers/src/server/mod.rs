@@ -16,7 +16,7 @@ mod stream;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +38,7 @@ pub fn app(state: MockState) -> Router {
         .route("/v1/embeddings", post(openai_embedding))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
+        .route("/openai/models", get(azure_models))
         .route(
             "/openai/deployments/{deployment}/chat/completions",
             post(azure_chat),
@@ -61,6 +62,16 @@ pub fn app(state: MockState) -> Router {
 
 type BodyResult = Result<Bytes, BytesRejection>;
 
+/// The request's headers and its body (collected under the router's body limit), taken
+/// apart without copying the headers (the `HeaderMap` extractor clones them).
+async fn headers_and_body(request: Request) -> (HeaderMap, BodyResult) {
+    let (mut parts, body) = request.into_parts();
+    let mut only_body = Request::new(body);
+    // The body limit travels in the extensions.
+    *only_body.extensions_mut() = std::mem::take(&mut parts.extensions);
+    (parts.headers, Bytes::from_request(only_body, &()).await)
+}
+
 fn openai(op: Operation) -> Route<'static> {
     Route {
         flavor: Flavor::OpenAi,
@@ -70,15 +81,18 @@ fn openai(op: Operation) -> Route<'static> {
     }
 }
 
-async fn openai_chat(State(s): State<MockState>, h: HeaderMap, body: BodyResult) -> Response {
+async fn openai_chat(State(s): State<MockState>, r: Request) -> Response {
+    let (h, body) = headers_and_body(r).await;
     serve(&s, openai(Operation::Chat), &h, body).await
 }
 
-async fn openai_completion(State(s): State<MockState>, h: HeaderMap, body: BodyResult) -> Response {
+async fn openai_completion(State(s): State<MockState>, r: Request) -> Response {
+    let (h, body) = headers_and_body(r).await;
     serve(&s, openai(Operation::Completion), &h, body).await
 }
 
-async fn openai_embedding(State(s): State<MockState>, h: HeaderMap, body: BodyResult) -> Response {
+async fn openai_embedding(State(s): State<MockState>, r: Request) -> Response {
+    let (h, body) = headers_and_body(r).await;
     serve(&s, openai(Operation::Embedding), &h, body).await
 }
 
@@ -95,9 +109,9 @@ async fn azure(
     op: Operation,
     deployment: String,
     query: Option<String>,
-    h: HeaderMap,
-    body: BodyResult,
+    r: Request,
 ) -> Response {
+    let (h, body) = headers_and_body(r).await;
     let route = Route {
         flavor: Flavor::Azure,
         op,
@@ -111,30 +125,27 @@ async fn azure_chat(
     State(s): State<MockState>,
     Path(d): Path<String>,
     RawQuery(q): RawQuery,
-    h: HeaderMap,
-    body: BodyResult,
+    r: Request,
 ) -> Response {
-    azure(s, Operation::Chat, d, q, h, body).await
+    azure(s, Operation::Chat, d, q, r).await
 }
 
 async fn azure_completion(
     State(s): State<MockState>,
     Path(d): Path<String>,
     RawQuery(q): RawQuery,
-    h: HeaderMap,
-    body: BodyResult,
+    r: Request,
 ) -> Response {
-    azure(s, Operation::Completion, d, q, h, body).await
+    azure(s, Operation::Completion, d, q, r).await
 }
 
 async fn azure_embedding(
     State(s): State<MockState>,
     Path(d): Path<String>,
     RawQuery(q): RawQuery,
-    h: HeaderMap,
-    body: BodyResult,
+    r: Request,
 ) -> Response {
-    azure(s, Operation::Embedding, d, q, h, body).await
+    azure(s, Operation::Embedding, d, q, r).await
 }
 
 fn error(e: ApiError) -> Response {
@@ -156,6 +167,21 @@ async fn get_model(State(s): State<MockState>, Path(id): Path<String>, h: Header
         Some(m) => json(StatusCode::OK, respond::model(m)),
         None => error(ApiError::model_not_found(&id)),
     }
+}
+
+/// Azure's `GET /openai/models?api-version=…` (what health checks call): the key is
+/// checked as on the deployment routes, then `api-version` (404 without it).
+async fn azure_models(State(s): State<MockState>, RawQuery(q): RawQuery, h: HeaderMap) -> Response {
+    if let Err(e) = auth::azure(&s.0, &h) {
+        return error(e);
+    }
+    if api_version(q.as_deref()).is_none_or(str::is_empty) {
+        return error(ApiError::not_found(Flavor::Azure, "GET", "/openai/models"));
+    }
+    json(
+        StatusCode::OK,
+        respond::azure_model_list(&s.config().models),
+    )
 }
 
 async fn stats(State(s): State<MockState>) -> Response {

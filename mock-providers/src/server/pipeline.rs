@@ -51,7 +51,7 @@ pub async fn serve(
     let inner = &*state.0;
     let number = inner.requests.fetch_add(1, Relaxed);
     let id = hdr::RequestId::new(inner.config.seed, number);
-    let mut h = HeaderMap::with_capacity(16);
+    let mut h = hdr::Headers::new();
     match route.flavor {
         Flavor::OpenAi => hdr::openai_request_id(&inner.config.headers, &id, &mut h),
         Flavor::Azure => hdr::azure_ids(&inner.config.headers, &id, &inner.config.region, &mut h),
@@ -65,14 +65,14 @@ pub async fn serve(
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    *response.headers_mut() = h;
+    *response.headers_mut() = h.into_map();
     response
 }
 
 /// A successful reply: status and body (its headers are in the map being built).
 type Reply = (StatusCode, Body);
 
-fn json_reply(h: &mut HeaderMap, body: Vec<u8>) -> Reply {
+fn json_reply(h: &mut hdr::Headers, body: Vec<u8>) -> Reply {
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     (StatusCode::OK, Body::from(body))
 }
@@ -101,7 +101,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
     number: u64,
     id: &hdr::RequestId,
-    h: &mut HeaderMap,
+    h: &mut hdr::Headers,
 ) -> Result<Reply, ApiError> {
     let switches = &inner.config.headers;
     let org = match route.flavor {
@@ -124,6 +124,20 @@ async fn handle(
         Some(t) => t,
         None => openai_target(inner, route.op, &parsed, org)?,
     };
+
+    // Faults are drawn from the seeded generator in a fixed order. An exhausted billing
+    // quota is refused before the rate limits, uncharged and without retry advice.
+    let mut fault_rng = rng_for(inner.config.seed ^ FAULT_SALT, number);
+    let mut hit = |p: f64| p > 0.0 && fault_rng.random::<f64>() < p;
+    let f = target.faults;
+    if hit(f.insufficient_quota) {
+        target
+            .slot
+            .stats
+            .faults_insufficient_quota
+            .fetch_add(1, Relaxed);
+        return Err(ApiError::insufficient_quota());
+    }
 
     // Quota: charge the admission estimate, or answer 429.
     let default_completion = match route.flavor {
@@ -178,10 +192,7 @@ async fn handle(
         Flavor::Azure => hdr::azure_rate_limit(switches, &admission.snapshot, h),
     }
 
-    // Faults, drawn from the seeded generator in a fixed order.
-    let mut fault_rng = rng_for(inner.config.seed ^ FAULT_SALT, number);
-    let mut hit = |p: f64| p > 0.0 && fault_rng.random::<f64>() < p;
-    let f = target.faults;
+    // The other faults, after admission (so they are charged).
     if hit(f.stall) {
         stats.faults_stalled.fetch_add(1, Relaxed);
         tokio::time::sleep(f.stall_for).await;
@@ -228,10 +239,14 @@ async fn handle(
                 .fetch_add(u64::from(usage.total_tokens), Relaxed);
             let legacy = route.op == Operation::Completion;
             let prefix = if legacy { "cmpl-" } else { "chatcmpl-" };
-            let completion_id = format!("{prefix}{}", id.alnum(29));
+            let mut completion_id = String::with_capacity(prefix.len() + 29);
+            completion_id.push_str(prefix);
+            id.push_alnum(29, &mut completion_id);
             let fingerprint = &inner.fingerprints[target.model_index];
-            let params = parsed.params().cloned().unwrap_or_default();
-            if params.stream {
+            let (stream, include_usage) = parsed
+                .params()
+                .map_or((false, false), |p| (p.stream, p.include_usage));
+            if stream {
                 let ttft = inner.latency.ttft(&mut latency_rng);
                 if route.flavor == Flavor::OpenAi {
                     hdr::openai_meta(switches, org_id, ttft, h);
@@ -248,7 +263,7 @@ async fn handle(
                     model: target.model.id.clone(),
                     fingerprint: fingerprint.clone(),
                     choices: generated.choices,
-                    usage: params.include_usage.then_some(usage),
+                    usage: include_usage.then_some(usage),
                     ttft,
                     latency: inner.latency,
                     rng: latency_rng,

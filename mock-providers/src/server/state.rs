@@ -28,6 +28,8 @@ pub struct KeyStats {
     pub tokens_used: AtomicU64,
     /// Injected 500s.
     pub faults_500: AtomicU64,
+    /// Injected 429 `insufficient_quota` answers (not counted as throttled or admitted).
+    pub faults_insufficient_quota: AtomicU64,
     /// Injected 503s.
     pub faults_503: AtomicU64,
     /// Streams dropped mid-way on purpose.
@@ -38,7 +40,7 @@ pub struct KeyStats {
 
 impl KeyStats {
     /// Every counter, with its name, in report order.
-    pub fn fields(&self) -> [(&'static str, &AtomicU64); 9] {
+    pub fn fields(&self) -> [(&'static str, &AtomicU64); 10] {
         [
             ("admitted", &self.admitted),
             ("throttled_requests", &self.throttled_requests),
@@ -49,6 +51,7 @@ impl KeyStats {
             ("faults_503", &self.faults_503),
             ("faults_dropped", &self.faults_dropped),
             ("faults_stalled", &self.faults_stalled),
+            ("faults_insufficient_quota", &self.faults_insufficient_quota),
         ]
     }
 
