@@ -53,6 +53,17 @@ impl SystemClock {
             epoch: Instant::now(),
         }
     }
+
+    /// Blocks the calling thread until `deadline` (ns on this clock) with the OS timer's
+    /// precision — tens of microseconds on Linux, where tokio's timer wheel rounds every
+    /// sleep up to a whole millisecond. For a dedicated thread only, never in async code.
+    pub fn block_until(&self, deadline: Nanos) {
+        let at = self.epoch + Duration::from_nanos(deadline);
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+    }
 }
 
 impl Default for SystemClock {

@@ -18,6 +18,7 @@ pub mod sim;
 pub mod summary;
 pub mod target;
 pub mod thresholds;
+pub mod ticker;
 pub mod tune;
 pub mod verify;
 pub mod workload;

@@ -3,7 +3,9 @@
 //!
 //! Open-loop phases send at intended start times drawn from the arrival process and
 //! scheduled against the run's absolute start (no drift, no coordinated omission: latency
-//! is measured from the intended start). Closed-loop phases run N users back to back.
+//! is measured from the intended start); a dedicated thread hands each request over at its
+//! start with sub-millisecond precision ([`Ticker`]). Closed-loop phases run N users back
+//! to back.
 //! Records stream to the report as requests finish, so memory does not grow with the
 //! number of requests.
 
@@ -27,6 +29,7 @@ use super::request::{PlannedRequest, RequestContext};
 use super::scenario::Scenario;
 use super::summary::{LimiterSummary, ProviderSummary, QuotaSummary, Summary, ThresholdResult};
 use super::target::{LiveTarget, TargetError};
+use super::ticker::Ticker;
 use super::workload::prompt_text;
 use super::{progress::Progress, summary};
 
@@ -66,6 +69,9 @@ pub enum RunError {
     /// Writing the report failed.
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// The OS refused the open-loop scheduler's thread.
+    #[error("cannot start the scheduler thread: {0}")]
+    Scheduler(std::io::Error),
 }
 
 /// Runs `scenario`, writing the report to `opts.out`. `stop` (set by Ctrl-C) ends the
@@ -104,7 +110,8 @@ pub async fn run(
         };
         let strategy = spec.strategy_name();
         let target = LiveTarget::start(scenario).await?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let system = SystemClock::new();
+        let clock: Arc<dyn Clock> = Arc::new(system);
         let retry = BackoffConfig {
             max_retries: scenario.retry.max_retries,
             ..scenario.retry.backoff.clone()
@@ -120,7 +127,7 @@ pub async fn run(
         });
         let progress = Progress::new(opts.progress, &spec.name, duration);
         let (aggregate, w) = run_one(
-            scenario, &spec.name, strategy, ctx, writer, opts, &stop, &progress,
+            scenario, &spec.name, strategy, ctx, system, writer, opts, &stop, &progress,
         )
         .await?;
         writer = w;
@@ -208,6 +215,7 @@ async fn run_one(
     name: &str,
     strategy: &str,
     ctx: Arc<RequestContext>,
+    system: SystemClock,
     mut writer: ReportWriter,
     opts: &RunOptions,
     stop: &AtomicBool,
@@ -264,8 +272,16 @@ async fn run_one(
         });
     };
 
-    // Open-loop arrivals for all open phases, in time order, against the absolute start.
-    let mut schedule = open_loop_schedule(&scenario.phases, scenario.seed).peekable();
+    // Open-loop arrivals for all open phases, in time order, against the absolute start,
+    // each built ahead and handed over at its intended start by the ticker's thread.
+    let mut ticker = {
+        let (s, next_id) = (scenario.clone(), next_id.clone());
+        let schedule = open_loop_schedule(&scenario.phases, scenario.seed);
+        Ticker::start(schedule, system, ctx.start, move |at, phase| {
+            plan(&s, next_id.fetch_add(1, Ordering::Relaxed), phase, at)
+        })
+        .map_err(RunError::Scheduler)?
+    };
     let mut phase_start: Nanos = 0;
     for (index, phase) in scenario.phases.iter().enumerate() {
         let phase_end = phase_start + nanos(phase.duration);
@@ -307,20 +323,10 @@ async fn run_one(
                 }
             }
             _ => {
-                while let Some(&(at, p)) = schedule.peek() {
-                    if p != index {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(planned) = ticker.next_in(index, stop).await else {
                         break;
-                    }
-                    schedule.next();
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    // The request is built (prompt text and all) before the wait, so the
-                    // scheduler wakes up only to spawn it: its start is late by the timer
-                    // and the spawn, not by the work of preparing it.
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    let planned = plan(scenario, id, index, at);
-                    ctx.clock.sleep_until(ctx.start + at).await;
+                    };
                     spawn_request(&mut tasks, planned);
                     // Reap finished tasks so the set does not grow with the run.
                     while tasks.try_join_next().is_some() {}
