@@ -14,12 +14,12 @@ use reqwest::{RequestBuilder, Url};
 
 use super::config::{ApiKey, AzureAuth, AzureConfig, ConfigError, ProviderConfig};
 use super::error::ConnectorError;
-use super::http::{default_client, Transport};
+use super::http::{default_client, Authorize, Transport};
 use super::metadata::{model_info, MetadataCache, METADATA_TTL};
 use super::openai::{credential_value, join, sensitive};
 use super::stream::ChunkStream;
 use super::types::{CompletionRequest, CompletionResponse, HealthStatus, ProviderMetadata};
-use super::{check_config, probe, LLMProvider};
+use super::{check_config, LLMProvider};
 use crate::clock::Clock;
 use crate::limiter::ResponseMeta;
 
@@ -103,28 +103,6 @@ impl AzureConnector {
         &self.inner.chat_url
     }
 
-    fn request(&self, builder: RequestBuilder) -> RequestBuilder {
-        let (name, value) = &self.inner.auth;
-        builder.header(name.clone(), value.clone())
-    }
-
-    /// [`request`](Self::request) for a completion: `credential`, when given, is sent in
-    /// the configured auth header instead of the configured key.
-    fn completion_request(
-        &self,
-        builder: RequestBuilder,
-        credential: Option<&ApiKey>,
-    ) -> Result<RequestBuilder, ConnectorError> {
-        let Some(key) = credential else {
-            return Ok(self.request(builder));
-        };
-        let value = match self.inner.config.auth {
-            AzureAuth::ApiKey => credential_value(key.expose())?,
-            AzureAuth::Bearer => credential_value(&format!("Bearer {}", key.expose()))?,
-        };
-        Ok(builder.header(self.inner.auth.0.clone(), value))
-    }
-
     fn metadata_now(&self) -> ProviderMetadata {
         let c = &self.inner.config;
         let mut model = model_info(c.model.as_deref().unwrap_or(&c.deployment), None);
@@ -135,6 +113,30 @@ impl AzureConnector {
             models: vec![model],
             rate_limits: self.inner.transport.observed_limits(),
         }
+    }
+}
+
+/// The configured `api-key` (or `Authorization: Bearer`) header; a per-request credential
+/// goes in the same header, formatted the same way.
+impl Authorize for Inner {
+    fn authorize(&self, builder: RequestBuilder) -> RequestBuilder {
+        let (name, value) = &self.auth;
+        builder.header(name.clone(), value.clone())
+    }
+
+    fn authorize_completion(
+        &self,
+        builder: RequestBuilder,
+        credential: Option<&ApiKey>,
+    ) -> Result<RequestBuilder, ConnectorError> {
+        let Some(key) = credential else {
+            return Ok(self.authorize(builder));
+        };
+        let value = match self.config.auth {
+            AzureAuth::ApiKey => credential_value(key.expose())?,
+            AzureAuth::Bearer => credential_value(&format!("Bearer {}", key.expose()))?,
+        };
+        Ok(builder.header(self.auth.0.clone(), value))
     }
 }
 
@@ -157,37 +159,28 @@ impl LLMProvider for AzureConnector {
         &self,
         request: CompletionRequest,
     ) -> Result<CompletionResponse, ConnectorError> {
-        let t = &self.inner.transport;
-        let post = self.completion_request(
-            t.client().post(self.inner.chat_url.clone()),
-            request.credential.as_ref(),
-        )?;
-        t.complete(post, &request).await
+        let i = &*self.inner;
+        i.transport.complete_at(&i.chat_url, i, &request).await
     }
 
     async fn open_stream(
         &self,
         request: CompletionRequest,
     ) -> Result<(ResponseMeta, ChunkStream), ConnectorError> {
-        let t = &self.inner.transport;
-        let post = self.completion_request(
-            t.client().post(self.inner.chat_url.clone()),
-            request.credential.as_ref(),
-        )?;
-        t.open_stream(post, &request).await
+        let i = &*self.inner;
+        i.transport.open_stream_at(&i.chat_url, i, &request).await
     }
 
     /// The deployment (with catalog data for the configured `model`), the `api-version`,
     /// and the latest limits reported; built locally (a deployment's quota is not exposed
     /// by the data-plane API), cached for an hour like every connector's metadata.
     async fn get_metadata(&self) -> Result<ProviderMetadata, ConnectorError> {
-        let mut m = self
+        let m = self
             .inner
             .metadata
             .get_or_fetch(|| async { Ok(self.metadata_now()) })
             .await?;
-        m.rate_limits = self.inner.transport.observed_limits();
-        Ok(m)
+        Ok(self.inner.transport.with_observed_limits(m))
     }
 
     fn validate_config(&self, config: &dyn ProviderConfig) -> Result<(), ConfigError> {
@@ -196,9 +189,10 @@ impl LLMProvider for AzureConnector {
 
     /// `GET {endpoint}/openai/models?api-version=…` within 5 s.
     async fn health_check(&self) -> Result<HealthStatus, ConnectorError> {
-        let t = &self.inner.transport;
-        let get = self.request(t.client().get(self.inner.models_url.clone()));
-        Ok(probe(t, get, self.inner.config.timeout).await)
+        let i = &*self.inner;
+        Ok(i.transport
+            .probe_at(&i.models_url, i, i.config.timeout)
+            .await)
     }
 }
 

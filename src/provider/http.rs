@@ -3,7 +3,8 @@
 //! profile, classify failures, decode successes.
 //!
 //! Connectors differ only in URLs and auth headers; everything about the wire format,
-//! timeouts and error mapping lives here once.
+//! timeouts and error mapping lives here once. A connector supplies its headers through
+//! [`Authorize`] and its URLs as arguments; the `*_at` methods of [`Transport`] do the rest.
 
 use std::time::Duration;
 
@@ -11,13 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use reqwest::{RequestBuilder, Response};
+use reqwest::{RequestBuilder, Response, Url};
 
-use super::config::ConfigError;
+use super::config::{ApiKey, ConfigError};
 use super::error::ConnectorError;
 use super::error_map::{from_response, from_transport};
 use super::stream::{chunk_stream, ChunkStream};
-use super::types::{CompletionRequest, CompletionResponse, RateLimits};
+use super::types::{
+    CompletionRequest, CompletionResponse, HealthStatus, ProviderMetadata, RateLimits,
+};
 use super::wire::{ChatBody, ChatResponse};
 use crate::limiter::{HeaderProfile, ResponseMeta};
 
@@ -35,6 +38,24 @@ pub fn default_client(timeout: Duration) -> Result<reqwest::Client, ConfigError>
         .map_err(|e| ConfigError::HttpClient {
             reason: e.to_string(),
         })
+}
+
+/// How a connector authenticates its requests: the one part of a request, besides its URL,
+/// that differs between providers (header names, `Bearer` or not, extra headers).
+pub(crate) trait Authorize: Sync {
+    /// `builder` with the headers every request to the provider carries (the configured
+    /// key included).
+    fn authorize(&self, builder: RequestBuilder) -> RequestBuilder;
+
+    /// `builder` for a chat completion: as [`authorize`](Self::authorize), except that
+    /// `credential`, when given, is sent in place of the configured key. A credential that
+    /// cannot be sent as a header value is the caller's error
+    /// ([`ConnectorError::InvalidRequest`]); nothing is sent then.
+    fn authorize_completion(
+        &self,
+        builder: RequestBuilder,
+        credential: Option<&ApiKey>,
+    ) -> Result<RequestBuilder, ConnectorError>;
 }
 
 /// Sends requests and turns responses into results. One per connector.
@@ -81,6 +102,55 @@ impl Transport {
             requests_per_minute: read(&self.observed_requests),
             tokens_per_minute: read(&self.observed_tokens),
         }
+    }
+
+    /// POSTs `req` as a non-streaming chat completion to `url`, authorised by `auth` (with
+    /// `req.credential` when set); see [`complete`](Self::complete).
+    pub async fn complete_at(
+        &self,
+        url: &Url,
+        auth: &impl Authorize,
+        req: &CompletionRequest,
+    ) -> Result<CompletionResponse, ConnectorError> {
+        let post =
+            auth.authorize_completion(self.client.post(url.clone()), req.credential.as_ref())?;
+        self.complete(post, req).await
+    }
+
+    /// POSTs `req` as a streaming chat completion to `url`, authorised by `auth` (with
+    /// `req.credential` when set); see [`open_stream`](Self::open_stream).
+    pub async fn open_stream_at(
+        &self,
+        url: &Url,
+        auth: &impl Authorize,
+        req: &CompletionRequest,
+    ) -> Result<(ResponseMeta, ChunkStream), ConnectorError> {
+        let post =
+            auth.authorize_completion(self.client.post(url.clone()), req.credential.as_ref())?;
+        self.open_stream(post, req).await
+    }
+
+    /// A `GET url` request carrying `auth`'s headers (not yet sent).
+    pub fn get_at(&self, url: &Url, auth: &impl Authorize) -> RequestBuilder {
+        auth.authorize(self.client.get(url.clone()))
+    }
+
+    /// Health probe: `GET url` with `auth`'s headers within `min(timeout, HEALTH_TIMEOUT)`;
+    /// classified as in [`super::probe`] (never an error).
+    pub async fn probe_at(
+        &self,
+        url: &Url,
+        auth: &impl Authorize,
+        timeout: Duration,
+    ) -> HealthStatus {
+        super::probe(self, self.get_at(url, auth), timeout).await
+    }
+
+    /// `metadata` with its rate limits replaced by the latest the provider reported (cached
+    /// metadata is otherwise up to an hour old).
+    pub fn with_observed_limits(&self, mut metadata: ProviderMetadata) -> ProviderMetadata {
+        metadata.rate_limits = self.observed_limits();
+        metadata
     }
 
     /// Sends a non-streaming chat completion.

@@ -14,12 +14,12 @@ use reqwest::{RequestBuilder, Url};
 
 use super::config::{ApiKey, ConfigError, OpenAiConfig, ProviderConfig};
 use super::error::ConnectorError;
-use super::http::{default_client, Transport};
+use super::http::{default_client, Authorize, Transport};
 use super::metadata::{model_info, MetadataCache, METADATA_TTL};
 use super::stream::ChunkStream;
 use super::types::{CompletionRequest, CompletionResponse, HealthStatus, ProviderMetadata};
 use super::wire::ModelList;
-use super::{check_config, probe, LLMProvider};
+use super::{check_config, LLMProvider};
 use crate::clock::Clock;
 use crate::limiter::ResponseMeta;
 
@@ -102,37 +102,9 @@ impl OpenAIConnector {
         self.inner.transport.client()
     }
 
-    fn request(&self, builder: RequestBuilder) -> RequestBuilder {
-        self.inner
-            .headers
-            .iter()
-            .fold(builder, |b, (n, v)| b.header(n.clone(), v.clone()))
-    }
-
-    /// [`request`](Self::request) for a completion: `credential`, when given, replaces the
-    /// configured key's `Authorization` header.
-    fn completion_request(
-        &self,
-        builder: RequestBuilder,
-        credential: Option<&ApiKey>,
-    ) -> Result<RequestBuilder, ConnectorError> {
-        let Some(key) = credential else {
-            return Ok(self.request(builder));
-        };
-        let auth = credential_value(&format!("Bearer {}", key.expose()))?;
-        Ok(self
-            .inner
-            .headers
-            .iter()
-            .filter(|(n, _)| *n != AUTHORIZATION)
-            .fold(builder.header(AUTHORIZATION, auth), |b, (n, v)| {
-                b.header(n.clone(), v.clone())
-            }))
-    }
-
     async fn fetch_metadata(&self) -> Result<ProviderMetadata, ConnectorError> {
         let t = &self.inner.transport;
-        let get = self.request(t.client().get(self.inner.models_url.clone()));
+        let get = t.get_at(&self.inner.models_url, &*self.inner);
         let (meta, body) = t.send(get, self.inner.config.timeout).await?;
         let list: ModelList = serde_json::from_slice(&body).map_err(|e| ConnectorError::Parse {
             message: format!("model list: {e}"),
@@ -148,6 +120,34 @@ impl OpenAIConnector {
                 .collect(),
             rate_limits: t.observed_limits(),
         })
+    }
+}
+
+/// `Authorization: Bearer`, `OpenAI-Organization`, `OpenAI-Project`; a per-request
+/// credential replaces the configured key's `Authorization` header.
+impl Authorize for Inner {
+    fn authorize(&self, builder: RequestBuilder) -> RequestBuilder {
+        self.headers
+            .iter()
+            .fold(builder, |b, (n, v)| b.header(n.clone(), v.clone()))
+    }
+
+    fn authorize_completion(
+        &self,
+        builder: RequestBuilder,
+        credential: Option<&ApiKey>,
+    ) -> Result<RequestBuilder, ConnectorError> {
+        let Some(key) = credential else {
+            return Ok(self.authorize(builder));
+        };
+        let auth = credential_value(&format!("Bearer {}", key.expose()))?;
+        Ok(self
+            .headers
+            .iter()
+            .filter(|(n, _)| *n != AUTHORIZATION)
+            .fold(builder.header(AUTHORIZATION, auth), |b, (n, v)| {
+                b.header(n.clone(), v.clone())
+            }))
     }
 }
 
@@ -170,36 +170,27 @@ impl LLMProvider for OpenAIConnector {
         &self,
         request: CompletionRequest,
     ) -> Result<CompletionResponse, ConnectorError> {
-        let t = &self.inner.transport;
-        let post = self.completion_request(
-            t.client().post(self.inner.chat_url.clone()),
-            request.credential.as_ref(),
-        )?;
-        t.complete(post, &request).await
+        let i = &*self.inner;
+        i.transport.complete_at(&i.chat_url, i, &request).await
     }
 
     async fn open_stream(
         &self,
         request: CompletionRequest,
     ) -> Result<(ResponseMeta, ChunkStream), ConnectorError> {
-        let t = &self.inner.transport;
-        let post = self.completion_request(
-            t.client().post(self.inner.chat_url.clone()),
-            request.credential.as_ref(),
-        )?;
-        t.open_stream(post, &request).await
+        let i = &*self.inner;
+        i.transport.open_stream_at(&i.chat_url, i, &request).await
     }
 
     /// `GET {base_url}/models`, enriched from the built-in catalog, cached for an hour; the
     /// rate limits are the latest the provider reported, refreshed on every call.
     async fn get_metadata(&self) -> Result<ProviderMetadata, ConnectorError> {
-        let mut m = self
+        let m = self
             .inner
             .metadata
             .get_or_fetch(|| self.fetch_metadata())
             .await?;
-        m.rate_limits = self.inner.transport.observed_limits();
-        Ok(m)
+        Ok(self.inner.transport.with_observed_limits(m))
     }
 
     fn validate_config(&self, config: &dyn ProviderConfig) -> Result<(), ConfigError> {
@@ -208,9 +199,10 @@ impl LLMProvider for OpenAIConnector {
 
     /// `GET {base_url}/models` within 5 s.
     async fn health_check(&self) -> Result<HealthStatus, ConnectorError> {
-        let t = &self.inner.transport;
-        let get = self.request(t.client().get(self.inner.models_url.clone()));
-        Ok(probe(t, get, self.inner.config.timeout).await)
+        let i = &*self.inner;
+        Ok(i.transport
+            .probe_at(&i.models_url, i, i.config.timeout)
+            .await)
     }
 }
 
