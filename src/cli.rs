@@ -350,7 +350,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             };
             let started = std::time::Instant::now();
             let tuning = tune(&scenario, &opts).map_err(|e| match e {
-                TuneError::Run { .. } | TuneError::Block(_) => Failure::Run(e.into()),
+                TuneError::Run { .. } | TuneError::Block(_) | TuneError::Trials { .. } => {
+                    Failure::Run(e.into())
+                }
                 e => Failure::BadInput(e.into()),
             })?;
             println!(

@@ -223,6 +223,14 @@ pub enum TuneError {
         /// The failure.
         source: RunError,
     },
+    /// The trials of an earlier tune in the output directory could not be removed.
+    #[error("cannot clear earlier trials in {}: {source}", path.display())]
+    Trials {
+        /// The `trials` directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The scenario text cannot be turned back into a `[[limiter]]` block.
     #[error("cannot write the best limiter block: {0}")]
     Block(String),
@@ -352,6 +360,17 @@ pub fn tune(scenario: &Scenario, opts: &TuneOptions) -> Result<Tuning, TuneError
     };
     with_value(lo)?;
     with_value(hi)?;
+    // Trials of an earlier tune into the same directory would sit beside this one's.
+    let trials_dir = opts.out.join("trials");
+    match std::fs::remove_dir_all(&trials_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(TuneError::Trials {
+                path: trials_dir,
+                source: e,
+            })
+        }
+        _ => {}
+    }
 
     let mut trials: Vec<Trial> = Vec::new();
     let space = Space::new(lo, hi, opts.param.integer());
