@@ -169,9 +169,32 @@ fn hub_tune_writes_a_headroom_block_that_parses_back_into_the_scenario() {
         cfg.headroom
     );
     assert_eq!(cfg.limits.rpm, Some(660), "other fields are kept");
-    assert!(
-        Path::new(&out.join("trials")).is_dir(),
-        "each trial's report is kept"
+    let trials = |out: &Path| {
+        std::fs::read_dir(out.join("trials"))
+            .expect("trials kept")
+            .count()
+    };
+    let first = trials(&out);
+    assert!(first >= 9, "each trial's report is kept: {first}");
+    // A second tune into the same directory replaces the trials, it does not add to them.
+    std::fs::create_dir_all(out.join("trials/99-stale")).expect("mkdir");
+    let again = hub(&[
+        "tune",
+        file.to_str().expect("utf-8 path"),
+        "--limiter",
+        "tb",
+        "--param",
+        "headroom",
+        "--constraint",
+        "throttled_ratio <= 0.001",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    assert!(again.status.success());
+    assert_eq!(
+        trials(&out),
+        first,
+        "the same search, the same trials, nothing stale"
     );
 }
 
