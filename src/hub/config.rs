@@ -6,9 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use toml::de::DeTable;
 
-use crate::harness::scenario::error::{serde_path, syntax_field, Locator, Problem};
+use crate::harness::scenario::error::{parse_located, Problem};
 use crate::harness::scenario::ScenarioError;
 use crate::limiter::{Backend, LimiterConfig};
 use crate::units::de_duration;
@@ -293,46 +292,11 @@ pub(super) fn load<T>(
     origin: &str,
     build: impl FnOnce(HubConfig) -> Result<T, Problem>,
 ) -> Result<T, HubError> {
-    let root = DeTable::parse(text).map_err(|first| {
-        let (_, errors) = DeTable::parse_recoverable(text);
-        let e = errors
-            .iter()
-            .min_by_key(|e| e.span().map_or(usize::MAX, |s| s.start))
-            .unwrap_or(&first);
-        let offset = e.span().map_or(0, |s| s.start);
-        HubError::from(Locator::new(origin, text, None).at(
-            offset,
-            syntax_field(text, offset),
-            format!("invalid TOML: {}", e.message()),
-        ))
-    })?;
-    let loc = Locator::new(origin, text, Some(&root));
-    let de = toml::Deserializer::from(root.clone());
-    let config: HubConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let mut field = serde_path(e.path());
-        let inner = e.inner();
-        let message = inner.message().to_owned();
-        for prefix in ["unknown field `", "missing field `"] {
-            if let Some(key) = message
-                .strip_prefix(prefix)
-                .and_then(|r| r.split('`').next())
-            {
-                if field == key || field.ends_with(&format!(".{key}")) {
-                    continue;
-                }
-                if !field.is_empty() {
-                    field.push('.');
-                }
-                field.push_str(key);
-            }
-        }
-        let offset = inner
-            .span()
-            .map_or_else(|| loc.offset_of(&field), |s| s.start);
-        HubError::from(loc.at(offset, field, message))
-    })?;
-    check(&config).map_err(|p| HubError::from(loc.error(p)))?;
-    build(config).map_err(|p| HubError::from(loc.error(p)))
+    parse_located(text, origin, |config: HubConfig, loc| {
+        check(&config).map_err(|p| loc.error(p))?;
+        build(config).map_err(|p| loc.error(p))
+    })
+    .map_err(HubError::from)
 }
 
 /// What the types cannot say: unique ids and middlewares, valid limits, known providers.

@@ -188,6 +188,58 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// Parses `text` as TOML into `T` and hands it, with a [`Locator`] for later checks, to
+/// `then`. Syntax and schema errors name `origin`, line, column and the field's path: the
+/// earliest syntax error (the parser recovers and reports every error; an unterminated
+/// string is reported where its line ends, not where the next line then fails), and for
+/// an unknown or missing key the key itself (serde names it in the message, at its
+/// table's path).
+pub(crate) fn parse_located<T: serde::de::DeserializeOwned, R>(
+    text: &str,
+    origin: &str,
+    then: impl FnOnce(T, &Locator<'_>) -> Result<R, ScenarioError>,
+) -> Result<R, ScenarioError> {
+    let root = DeTable::parse(text).map_err(|first| {
+        let (_, errors) = DeTable::parse_recoverable(text);
+        let e = errors
+            .iter()
+            .min_by_key(|e| e.span().map_or(usize::MAX, |s| s.start))
+            .unwrap_or(&first);
+        let offset = e.span().map_or(0, |s| s.start);
+        Locator::new(origin, text, None).at(
+            offset,
+            syntax_field(text, offset),
+            format!("invalid TOML: {}", e.message()),
+        )
+    })?;
+    let loc = Locator::new(origin, text, Some(&root));
+    let de = toml::Deserializer::from(root.clone());
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut field = serde_path(e.path());
+        let inner = e.inner();
+        let message = inner.message().to_owned();
+        for prefix in ["unknown field `", "missing field `"] {
+            if let Some(key) = message
+                .strip_prefix(prefix)
+                .and_then(|r| r.split('`').next())
+            {
+                if field == key || field.ends_with(&format!(".{key}")) {
+                    continue;
+                }
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(key);
+            }
+        }
+        let offset = inner
+            .span()
+            .map_or_else(|| loc.offset_of(&field), |s| s.start);
+        loc.at(offset, field, message)
+    })?;
+    then(value, &loc)
+}
+
 /// 1-based line and column (in characters) of byte `offset` in `text`.
 pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());

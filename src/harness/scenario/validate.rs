@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use toml::de::DeTable;
-
-use super::error::{serde_path, syntax_field, Locator, Problem, ScenarioError};
+use super::error::{parse_located, Locator, Problem, ScenarioError};
 use super::limiters::{limiters, retry, thresholds, warnings};
 use super::raw::{RawProvider, RawQuota, RawScenario};
 use super::traffic::{phases, workload};
@@ -17,49 +15,9 @@ use crate::provider::config::AZURE_DEFAULT_API_VERSION;
 const AZURE_RPM_WINDOW: Duration = Duration::from_secs(10);
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
-    let root = DeTable::parse(text).map_err(|first| {
-        // The parser recovers and reports every error; the earliest is the cause (an
-        // unterminated string is reported where the line ends, not where the parse of
-        // the next line then fails).
-        let (_, errors) = DeTable::parse_recoverable(text);
-        let e = errors
-            .iter()
-            .min_by_key(|e| e.span().map_or(usize::MAX, |s| s.start))
-            .unwrap_or(&first);
-        let offset = e.span().map_or(0, |s| s.start);
-        Locator::new(origin, text, None).at(
-            offset,
-            syntax_field(text, offset),
-            format!("invalid TOML: {}", e.message()),
-        )
-    })?;
-    let loc = Locator::new(origin, text, Some(&root));
-    let de = toml::Deserializer::from(root.clone());
-    let raw: RawScenario = serde_path_to_error::deserialize(de).map_err(|e| {
-        let mut field = serde_path(e.path());
-        let inner = e.inner();
-        let message = inner.message().to_owned();
-        // serde names an unknown or missing key in the message, at its table's path.
-        for prefix in ["unknown field `", "missing field `"] {
-            if let Some(key) = message
-                .strip_prefix(prefix)
-                .and_then(|r| r.split('`').next())
-            {
-                if field == key || field.ends_with(&format!(".{key}")) {
-                    continue;
-                }
-                if !field.is_empty() {
-                    field.push('.');
-                }
-                field.push_str(key);
-            }
-        }
-        let offset = inner
-            .span()
-            .map_or_else(|| loc.offset_of(&field), |s| s.start);
-        loc.at(offset, field, message)
-    })?;
-    build(raw, &loc, text, origin).map_err(|p| loc.error(p))
+    parse_located(text, origin, |raw: RawScenario, loc| {
+        build(raw, loc, text, origin).map_err(|p| loc.error(p))
+    })
 }
 
 fn build(
