@@ -124,15 +124,9 @@ fn with_block(text: &str, block: &str) -> String {
     format!("{}{block}\n{}", &text[..start], &text[end..])
 }
 
-#[test]
-fn hub_tune_writes_a_headroom_block_that_parses_back_into_the_scenario() {
-    // 660 RPM × headroom: the optimum is the largest headroom keeping 600 RPM, ≈ 0.909.
-    let dir = scratch("headroom");
-    let text = scenario(660, 0.5);
-    let file = dir.join("tune.toml");
-    std::fs::write(&file, &text).expect("write scenario");
-    let out = dir.join("report");
-    let o = hub(&[
+/// `hub tune FILE --limiter tb --param headroom` under `throttled_ratio <= 0.001`.
+fn tune_headroom(file: &Path, out: &Path) -> std::process::Output {
+    hub(&[
         "tune",
         file.to_str().expect("utf-8 path"),
         "--limiter",
@@ -143,7 +137,18 @@ fn hub_tune_writes_a_headroom_block_that_parses_back_into_the_scenario() {
         "throttled_ratio <= 0.001",
         "--out",
         out.to_str().expect("utf-8 path"),
-    ]);
+    ])
+}
+
+#[test]
+fn hub_tune_writes_a_headroom_block_that_parses_back_into_the_scenario() {
+    // 660 RPM × headroom: the optimum is the largest headroom keeping 600 RPM, ≈ 0.909.
+    let dir = scratch("headroom");
+    let text = scenario(660, 0.5);
+    let file = dir.join("tune.toml");
+    std::fs::write(&file, &text).expect("write scenario");
+    let out = dir.join("report");
+    let o = tune_headroom(&file, &out);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -178,18 +183,7 @@ fn hub_tune_writes_a_headroom_block_that_parses_back_into_the_scenario() {
     assert!(first >= 9, "each trial's report is kept: {first}");
     // A second tune into the same directory replaces the trials, it does not add to them.
     std::fs::create_dir_all(out.join("trials/99-stale")).expect("mkdir");
-    let again = hub(&[
-        "tune",
-        file.to_str().expect("utf-8 path"),
-        "--limiter",
-        "tb",
-        "--param",
-        "headroom",
-        "--constraint",
-        "throttled_ratio <= 0.001",
-        "--out",
-        out.to_str().expect("utf-8 path"),
-    ]);
+    let again = tune_headroom(&file, &out);
     assert!(again.status.success());
     assert_eq!(
         trials(&out),
