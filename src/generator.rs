@@ -2,7 +2,7 @@
 //! one provider and one shared limiter; `generate(prompt, n)` fans out `n` parallel
 //! requests (bounded), and *each* request runs the pre-generate hook (`acquire`) and the
 //! post-generate hook (`record_usage`) — per request, not once per batch — through a
-//! [`Pipeline`] holding a [`RateLimitMiddleware`] (and optionally a [`RetryMiddleware`]).
+//! [`Pipeline`] holding a [`GovernorMiddleware`] (the request lifecycle; retries optional).
 
 use std::sync::Arc;
 
@@ -10,9 +10,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::clock::{Clock, TokioClock};
 use crate::limiter::RateLimiter;
-use crate::middleware::{
-    Pipeline, PipelineError, ProviderSet, RateLimitMiddleware, RetryMiddleware,
-};
+use crate::middleware::{GovernorMiddleware, Pipeline, PipelineError, ProviderSet};
 use crate::provider::{CompletionRequest, CompletionResponse, LLMProvider, Message};
 
 /// Parallel requests per `generate` call unless set with
@@ -25,7 +23,7 @@ pub struct Generator {
     provider_id: String,
     providers: ProviderSet,
     limiter: Arc<dyn RateLimiter>,
-    rate_limit: RateLimitMiddleware,
+    deployment: Option<String>,
     clock: Arc<dyn Clock>,
     retry: bool,
     template: CompletionRequest,
@@ -47,8 +45,8 @@ impl Generator {
         Self {
             provider_id,
             providers,
-            rate_limit: RateLimitMiddleware::new(limiter.clone()),
             limiter,
+            deployment: None,
             clock: Arc::new(TokioClock::new()),
             retry: false,
             template: CompletionRequest::new(model, Vec::new()),
@@ -58,9 +56,7 @@ impl Generator {
 
     /// Keys the limiter by `deployment` too (Azure quotas are per deployment).
     pub fn with_deployment(mut self, deployment: impl Into<String>) -> Self {
-        self.rate_limit = self
-            .rate_limit
-            .with_deployment(self.provider_id.clone(), deployment);
+        self.deployment = Some(deployment.into());
         self
     }
 
@@ -84,15 +80,12 @@ impl Generator {
     }
 
     fn pipeline(&self) -> Pipeline {
-        let mut p = Pipeline::new(self.clock.clone());
-        if self.retry {
-            p = p.with(Arc::new(RetryMiddleware::new(
-                self.limiter.clone(),
-                self.rate_limit.clone(),
-                self.clock.clone(),
-            )));
+        let mut governor = GovernorMiddleware::new(self.limiter.clone(), self.clock.clone())
+            .with_retries(self.retry);
+        if let Some(d) = &self.deployment {
+            governor = governor.with_deployment(self.provider_id.clone(), d.clone());
         }
-        p.with(Arc::new(self.rate_limit.clone()))
+        Pipeline::new(self.clock.clone()).with(Arc::new(governor))
     }
 
     /// Sends `n` requests of `prompt` (a user message), at most `max_parallel` at once, each

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod generator;
 pub mod harness;
 pub mod hub;
+pub mod lifecycle;
 pub mod limiter;
 pub mod metrics;
 pub mod middleware;

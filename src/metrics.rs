@@ -344,10 +344,8 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Context slot: the clock time the current attempt's `on_request` ran.
-const STARTED: &str = "metrics.started";
-/// Context slot: the request's model.
-const MODEL: &str = "metrics.model";
+/// Context value: the clock time the current attempt's `on_request` ran.
+struct Started(Nanos);
 
 /// Feeds a [`MetricsCollector`] from the pipeline: one count per provider call, latency
 /// from this middleware's `on_request` to its `on_response`/`on_error` on `clock`, and the
@@ -366,14 +364,17 @@ impl MetricsMiddleware {
     }
 
     fn elapsed(&self, ctx: &MiddlewareContext) -> Duration {
-        let start = ctx.get::<Nanos>(STARTED).copied().unwrap_or(ctx.started_at);
+        let start = ctx
+            .extensions
+            .get::<Started>()
+            .map_or(ctx.started_at, |s| s.0);
         Duration::from_nanos(self.clock.now().saturating_sub(start))
     }
 
     fn wait(&self, ctx: &MiddlewareContext, model: &str) {
-        if let Some(w) = ctx.get::<Duration>(crate::middleware::rate_limit::WAITED) {
+        if let Some(w) = ctx.extensions.get::<crate::middleware::LimiterWait>() {
             self.collector
-                .record_limiter_wait(&ctx.provider_id, model, *w);
+                .record_limiter_wait(&ctx.provider_id, model, w.0);
         }
     }
 }
@@ -389,8 +390,8 @@ impl Middleware for MetricsMiddleware {
         request: &mut CompletionRequest,
         ctx: &mut MiddlewareContext,
     ) -> Result<(), MiddlewareError> {
-        ctx.insert(STARTED, self.clock.now());
-        ctx.insert(MODEL, request.model.clone());
+        let _ = request;
+        ctx.extensions.insert(Started(self.clock.now()));
         Ok(())
     }
 
@@ -407,7 +408,7 @@ impl Middleware for MetricsMiddleware {
         {
             return Ok(()); // no provider call was made
         }
-        let model = ctx.get::<String>(MODEL).cloned().unwrap_or_default();
+        let model = ctx.model.clone();
         self.collector
             .record_success(&ctx.provider_id, &model, self.elapsed(ctx), response.usage);
         self.wait(ctx, &model);
@@ -419,7 +420,7 @@ impl Middleware for MetricsMiddleware {
         error: &ConnectorError,
         ctx: &mut MiddlewareContext,
     ) -> Result<ErrorAction, MiddlewareError> {
-        let model = ctx.get::<String>(MODEL).cloned().unwrap_or_default();
+        let model = ctx.model.clone();
         self.collector
             .record_error(&ctx.provider_id, &model, self.elapsed(ctx), error);
         self.wait(ctx, &model);
@@ -428,7 +429,7 @@ impl Middleware for MetricsMiddleware {
 
     /// Time to first token: from this middleware's `on_request` to the first content chunk.
     async fn on_first_token(&self, ctx: &mut MiddlewareContext) {
-        let model = ctx.get::<String>(MODEL).cloned().unwrap_or_default();
+        let model = ctx.model.clone();
         self.collector
             .record_ttft(&ctx.provider_id, &model, self.elapsed(ctx));
     }
@@ -440,7 +441,7 @@ impl Middleware for MetricsMiddleware {
         end: &StreamEnd,
         ctx: &mut MiddlewareContext,
     ) -> Result<(), MiddlewareError> {
-        let model = ctx.get::<String>(MODEL).cloned().unwrap_or_default();
+        let model = ctx.model.clone();
         let (id, latency) = (&ctx.provider_id, self.elapsed(ctx));
         match (&end.error, end.cancelled) {
             (Some(e), _) => self.collector.record_error(id, &model, latency, e),

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, Nanos};
 use crate::limiter::{LimitKey, RateLimiter};
-use crate::middleware::TokenEstimator;
+use crate::provider::admission::{AdmissionRule, RequestSize};
 use crate::provider::CompletionRequest;
 
 /// One provider or deployment a request may go to.
@@ -210,7 +210,7 @@ impl MostHeadroomSelector {
 #[async_trait]
 impl ProviderSelector for MostHeadroomSelector {
     async fn rank(&self, request: &CompletionRequest, candidates: &[Candidate]) -> Vec<String> {
-        let tokens = TokenEstimator.estimate(request).tokens;
+        let tokens = AdmissionRule::OPENAI.tokens(&RequestSize::of(request));
         let mut scored = Vec::new();
         for (i, c) in available(&*self.clock, candidates).into_iter().enumerate() {
             let room = self.headroom(&c.key, tokens).await;

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use connector_hub::clock::{ManualClock, TokioClock};
 use connector_hub::limiter::{KeyedLimiter, LimiterConfig, RateLimiter};
 use connector_hub::middleware::{
-    ErrorAction, FallbackMiddleware, Middleware, MiddlewareContext, MiddlewareError, Pipeline,
-    PipelineError, ProviderSet, RateLimitMiddleware, RetryMiddleware,
+    ErrorAction, FallbackMiddleware, GovernorMiddleware, Middleware, MiddlewareContext,
+    MiddlewareError, Pipeline, PipelineError, ProviderSet,
 };
 use connector_hub::provider::{
     AzureConfig, AzureConnector, CompletionRequest, CompletionResponse, ConnectorError,
@@ -339,8 +339,12 @@ async fn retry_honours_retry_after_ms_exactly() {
     let id = azure.provider_id().to_owned();
     let limiter: Arc<dyn RateLimiter> =
         Arc::new(KeyedLimiter::new(LimiterConfig::default(), hub_clock.clone()).expect("valid"));
-    let keys = RateLimitMiddleware::new(limiter.clone()).with_deployment(id.clone(), "slow");
-    let retry = Arc::new(RetryMiddleware::new(limiter, keys, hub_clock.clone()));
+    // Retries only (the governed step without limits), keyed like the Hub keys Azure.
+    let retry = Arc::new(
+        GovernorMiddleware::new(limiter, hub_clock.clone())
+            .with_limits(false)
+            .with_deployment(id.clone(), "slow"),
+    );
     let pipe = Pipeline::new(hub_clock).with(retry.clone());
     let set = providers(std::slice::from_ref(&azure));
 

@@ -1,42 +1,44 @@
-//! One request's life in a live run: wait in the limiter, send through the connector
-//! (streamed or not), reconcile usage, and on failure ask for a backoff and try again —
-//! producing the [`RequestRecord`] the report aggregates.
+//! One request's life in a live run, through the product's own client: the middleware
+//! [`Pipeline`] with the governed step ([`GovernorMiddleware`], the request lifecycle) in
+//! front of the connector — exactly what a [`Hub`](crate::hub::Hub) runs — plus an
+//! innermost [`AttemptObserver`] that times each attempt for the [`RequestRecord`] the
+//! report aggregates.
 //!
-//! The same policy applies with and without a limiter: with one, the limiter's
-//! `backoff_delay` decides (server retry-after first, then the key's backoff curve, and a
-//! 429 pauses the whole key); without one (the `none` baseline), the scenario's retry policy
-//! decides alone.
+//! With a limiter the lifecycle acquires, records and asks the limiter for backoffs (server
+//! retry-after first, then the key's curve; a 429 pauses the key once); without one (the
+//! `none` baseline) only the scenario's retry policy remains.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use futures::StreamExt;
-use rand::rngs::SmallRng;
+use parking_lot::Mutex;
 
 use crate::clock::{Clock, Nanos};
-use crate::limiter::backoff::RetryPolicy;
-use crate::limiter::{Cost, LimitKey, RateLimiter, ResponseMeta};
-use crate::provider::{CompletionRequest, ConnectorError, LLMProvider, Usage};
+use crate::middleware::{
+    ErrorAction, LimiterWait, Middleware, MiddlewareContext, MiddlewareError, Pipeline,
+    PipelineError, ProviderSet, StreamEnd,
+};
+use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError, Usage};
 
 use super::record::{Attempt, Outcome, RequestRecord};
 
 /// Everything a request task needs, shared by all requests of one limiter run.
 #[derive(Debug)]
 pub struct RequestContext {
-    /// The connector.
-    pub provider: Arc<dyn LLMProvider>,
-    /// The limiter under test; `None` for the baseline.
-    pub limiter: Option<Arc<dyn RateLimiter>>,
-    /// The key every request is limited on.
-    pub key: LimitKey,
-    /// Retry policy used when there is no limiter to ask.
-    pub retry: RetryPolicy,
+    /// The pipeline: the governed step (limiter or retries only) and the observer.
+    pub pipeline: Pipeline,
+    /// The connector, by id.
+    pub providers: ProviderSet,
+    /// The id requests are sent to.
+    pub provider_id: String,
     /// The run's clock; record times are `clock.now() - start`.
     pub clock: Arc<dyn Clock>,
     /// The run start on `clock`.
     pub start: Nanos,
 }
 
-/// What to send: the request and what the client estimated it costs.
+/// What to send: the request and what the provider will charge it at admission.
 #[derive(Debug, Clone)]
 pub struct PlannedRequest {
     /// Sequence number in the run.
@@ -47,16 +49,123 @@ pub struct PlannedRequest {
     pub intended_start: Nanos,
     /// The request (its `stream` flag picks streaming).
     pub request: CompletionRequest,
-    /// Client-side token estimate: prompt tokens + max_tokens.
+    /// The provider's admission estimate of the request, in tokens.
     pub estimated_tokens: u64,
 }
 
-/// How one attempt ended.
-struct AttemptResult {
-    attempt: Attempt,
+/// What the observer saw of one request's attempts (times in ns since the run start).
+#[derive(Debug, Default)]
+struct Observed {
+    attempts: Vec<Attempt>,
+    sent: Option<Nanos>,
     first_byte: Option<Nanos>,
-    outcome: Result<Usage, ConnectorError>,
-    meta: ResponseMeta,
+    limiter_wait: Nanos,
+    usage: Option<Usage>,
+}
+
+/// The per-call handle through which the observer writes what it saw.
+#[derive(Debug, Clone, Default)]
+struct Observation(Arc<Mutex<Observed>>);
+
+/// The innermost middleware of a live run: times each attempt from the moment it is sent
+/// (after the limiter admitted it) to its response, failure or stream end.
+#[derive(Debug)]
+pub struct AttemptObserver {
+    clock: Arc<dyn Clock>,
+    start: Nanos,
+}
+
+impl AttemptObserver {
+    /// Times on `clock`, relative to `start` (ns on that clock).
+    pub fn new(clock: Arc<dyn Clock>, start: Nanos) -> Self {
+        Self { clock, start }
+    }
+
+    fn now(&self) -> Nanos {
+        self.clock.now().saturating_sub(self.start)
+    }
+
+    fn ended(&self, ctx: &MiddlewareContext, status: Option<u16>, usage: Option<Usage>) {
+        if let Some(Observation(o)) = ctx.extensions.get::<Observation>() {
+            let mut o = o.lock();
+            let end = self.now();
+            let sent = o.sent.take().unwrap_or(end);
+            o.attempts.push(Attempt { sent, end, status });
+            if usage.is_some() {
+                o.usage = usage;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Middleware for AttemptObserver {
+    fn name(&self) -> &str {
+        "observer"
+    }
+
+    async fn on_request(
+        &self,
+        _request: &mut CompletionRequest,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<(), MiddlewareError> {
+        let wait = ctx
+            .extensions
+            .get::<LimiterWait>()
+            .map_or(0, |w| u64::try_from(w.0.as_nanos()).unwrap_or(u64::MAX));
+        if let Some(Observation(o)) = ctx.extensions.get::<Observation>() {
+            let mut o = o.lock();
+            o.sent = Some(self.now());
+            o.first_byte = None;
+            o.limiter_wait += wait;
+        }
+        Ok(())
+    }
+
+    async fn on_response(
+        &self,
+        response: &mut CompletionResponse,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<(), MiddlewareError> {
+        self.ended(
+            ctx,
+            response.meta.status.or(Some(200)),
+            Some(response.usage),
+        );
+        if let Some(Observation(o)) = ctx.extensions.get::<Observation>() {
+            let mut o = o.lock();
+            o.first_byte = o.attempts.last().map(|a| a.end);
+        }
+        Ok(())
+    }
+
+    async fn on_error(
+        &self,
+        error: &ConnectorError,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<ErrorAction, MiddlewareError> {
+        self.ended(ctx, error.status(), None);
+        Ok(ErrorAction::Propagate)
+    }
+
+    async fn on_first_token(&self, ctx: &mut MiddlewareContext) {
+        if let Some(Observation(o)) = ctx.extensions.get::<Observation>() {
+            o.lock().first_byte = Some(self.now());
+        }
+    }
+
+    async fn on_stream_end(
+        &self,
+        end: &StreamEnd,
+        ctx: &mut MiddlewareContext,
+    ) -> Result<(), MiddlewareError> {
+        let status = match &end.error {
+            Some(e) => e.status().or(end.meta.status),
+            None => end.meta.status.or(Some(200)),
+        };
+        self.ended(ctx, status, end.usage_reported.then_some(end.usage));
+        Ok(())
+    }
 }
 
 impl RequestContext {
@@ -65,162 +174,65 @@ impl RequestContext {
     }
 
     /// Runs `planned` to its end (success, final failure, or limiter refusal).
-    pub async fn execute(&self, planned: PlannedRequest, rng: &mut SmallRng) -> RequestRecord {
-        let mut record = RequestRecord {
+    pub async fn execute(&self, planned: PlannedRequest) -> RequestRecord {
+        let observation = Observation::default();
+        let mut ctx = MiddlewareContext::new(self.provider_id.clone(), self.clock.now());
+        ctx.extensions.insert(observation.clone());
+        let streamed = planned.request.stream;
+        let result = if streamed {
+            self.stream(planned.request, ctx).await
+        } else {
+            self.pipeline
+                .execute_with(&self.providers, planned.request, &mut ctx)
+                .await
+                .map(drop)
+        };
+        let end = self.now();
+        let seen = std::mem::take(&mut *observation.0.lock());
+        let outcome = match &result {
+            Ok(()) => Outcome::Ok,
+            Err(PipelineError::Middleware(MiddlewareError::Limit(_)))
+                if seen.attempts.is_empty() =>
+            {
+                Outcome::Dropped
+            }
+            Err(_) if seen.attempts.last().is_some_and(Attempt::throttled) => Outcome::Throttled,
+            Err(_) => Outcome::Error,
+        };
+        if let Err(e) = &result {
+            tracing::debug!(request = planned.id, error = %e, "request failed");
+        }
+        let usage = seen.usage.filter(|_| outcome == Outcome::Ok);
+        RequestRecord {
             request_id: planned.id,
             phase: planned.phase,
             intended_start: planned.intended_start,
-            attempts: Vec::new(),
-            first_byte: None,
-            end: planned.intended_start,
-            outcome: Outcome::Dropped,
+            end: seen.attempts.last().map_or(end, |a| a.end),
+            first_byte: seen.first_byte,
+            attempts: seen.attempts,
+            outcome,
             estimated_tokens: planned.estimated_tokens,
-            prompt_tokens: None,
-            completion_tokens: None,
-            limiter_wait: 0,
-            streamed: planned.request.stream,
-        };
-        let estimate = Cost::request(planned.estimated_tokens);
-        let mut attempt_no = 0u32;
-        loop {
-            attempt_no += 1;
-            let permit = match &self.limiter {
-                Some(l) => {
-                    let before = self.now();
-                    let permit = l.acquire(&self.key, estimate).await;
-                    record.limiter_wait += self.now().saturating_sub(before);
-                    match permit {
-                        Ok(p) => Some(p),
-                        Err(e) => {
-                            tracing::debug!(request = planned.id, error = %e, "limiter refused");
-                            record.end = self.now();
-                            return record;
-                        }
-                    }
-                }
-                None => None,
-            };
-            let result = self.attempt(&planned.request).await;
-            record.attempts.push(result.attempt);
-            record.end = result.attempt.end;
-            record.first_byte = result.first_byte;
-            let error = match result.outcome {
-                Ok(usage) => {
-                    if let (Some(l), Some(p)) = (&self.limiter, permit) {
-                        let actual = Cost::request(usage.total());
-                        if let Err(e) = l.record_usage(p, actual, &result.meta).await {
-                            tracing::warn!(error = %e, "record_usage failed");
-                        }
-                    }
-                    record.prompt_tokens = Some(usage.input_tokens);
-                    record.completion_tokens = Some(usage.output_tokens);
-                    record.outcome = Outcome::Ok;
-                    return record;
-                }
-                Err(e) => e,
-            };
-            let throttled = result.attempt.throttled();
-            if let (Some(l), Some(p)) = (&self.limiter, permit) {
-                // A 429 was not admitted by the server: give the charge back (the pause and
-                // the server's remaining headers keep the local view strict). Any other
-                // failure may have been charged: keep the estimate.
-                let actual = if throttled { Cost::ZERO } else { estimate };
-                if let Err(e) = l.record_usage(p, actual, &result.meta).await {
-                    tracing::warn!(error = %e, "record_usage failed");
-                }
-            }
-            let info = error.error_info();
-            let delay = match &self.limiter {
-                Some(l) => l.backoff_delay(&self.key, attempt_no, &info).await,
-                None => self.retry.delay(attempt_no, &info, rng),
-            };
-            record.outcome = if throttled {
-                Outcome::Throttled
-            } else {
-                Outcome::Error
-            };
-            let Some(delay) = delay else {
-                tracing::debug!(request = planned.id, error = %error, "giving up");
-                return record;
-            };
-            self.clock.sleep(delay).await;
+            prompt_tokens: usage.map(|u| u.input_tokens),
+            completion_tokens: usage.map(|u| u.output_tokens),
+            limiter_wait: seen.limiter_wait,
+            streamed,
         }
     }
 
-    /// Sends once; times are ns since the run start.
-    async fn attempt(&self, request: &CompletionRequest) -> AttemptResult {
-        let sent = self.now();
-        if request.stream {
-            match self.provider.open_stream(request.clone()).await {
-                Ok((meta, mut chunks)) => {
-                    let mut first_byte = None;
-                    let mut usage = None;
-                    let mut failure = None;
-                    while let Some(chunk) = chunks.next().await {
-                        match chunk {
-                            Ok(c) => {
-                                first_byte.get_or_insert_with(|| self.now());
-                                if c.usage.is_some() {
-                                    usage = c.usage;
-                                }
-                            }
-                            Err(e) => {
-                                failure = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    let outcome = match (failure, usage) {
-                        (Some(e), _) => Err(e),
-                        (None, Some(u)) => Ok(u),
-                        (None, None) => Err(ConnectorError::Stream {
-                            message: "stream ended without a usage chunk".into(),
-                        }),
-                    };
-                    AttemptResult {
-                        attempt: Attempt {
-                            sent,
-                            end: self.now(),
-                            status: meta.status,
-                        },
-                        first_byte,
-                        outcome,
-                        meta,
-                    }
-                }
-                Err(e) => self.failed(sent, e),
-            }
-        } else {
-            match self.provider.send_completion(request.clone()).await {
-                Ok(resp) => {
-                    let end = self.now();
-                    AttemptResult {
-                        attempt: Attempt {
-                            sent,
-                            end,
-                            status: resp.meta.status.or(Some(200)),
-                        },
-                        first_byte: Some(end),
-                        outcome: Ok(resp.usage),
-                        meta: resp.meta,
-                    }
-                }
-                Err(e) => self.failed(sent, e),
-            }
+    /// Opens the stream through the pipeline and reads it to its end (the end hooks run
+    /// before the last item).
+    async fn stream(
+        &self,
+        request: CompletionRequest,
+        ctx: MiddlewareContext,
+    ) -> Result<(), PipelineError> {
+        let mut stream = self
+            .pipeline
+            .stream_with(&self.providers, request, ctx)
+            .await?;
+        while let Some(item) = stream.next().await {
+            item?;
         }
-    }
-
-    fn failed(&self, sent: Nanos, e: ConnectorError) -> AttemptResult {
-        let meta = e.meta().cloned().unwrap_or_default();
-        AttemptResult {
-            attempt: Attempt {
-                sent,
-                end: self.now(),
-                status: e.status(),
-            },
-            first_byte: None,
-            outcome: Err(e),
-            meta,
-        }
+        Ok(())
     }
 }

@@ -14,18 +14,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::SeedableRng;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::clock::{nanos, Clock, Nanos, SystemClock};
 use crate::limiter::{BackoffConfig, RateLimiter};
+use crate::middleware::{GovernorMiddleware, Pipeline, ProviderSet};
+use crate::provider::admission::RequestSize;
 use crate::provider::{CompletionRequest, Message};
 
 use super::arrival::{open_loop_schedule, Arrival};
 use super::record::{Outcome, RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
-use super::request::{PlannedRequest, RequestContext};
+use super::request::{AttemptObserver, PlannedRequest, RequestContext};
 use super::scenario::Scenario;
 use super::summary::{LimiterSummary, ProviderSummary, QuotaSummary, Summary, ThresholdResult};
 use super::target::{LiveTarget, TargetError};
@@ -112,17 +113,33 @@ pub async fn run(
         let target = LiveTarget::start(scenario).await?;
         let system = SystemClock::new();
         let clock: Arc<dyn Clock> = Arc::new(system);
-        let retry = BackoffConfig {
-            max_retries: scenario.retry.max_retries,
-            ..scenario.retry.backoff.clone()
+        let start = clock.now();
+        let provider_id = target.provider.provider_id().to_owned();
+        let mut governor = match limiter {
+            Some(l) => GovernorMiddleware::new(l, clock.clone()),
+            None => GovernorMiddleware::unlimited(
+                BackoffConfig {
+                    max_retries: scenario.retry.max_retries,
+                    ..scenario.retry.backoff.clone()
+                }
+                .policy(),
+                scenario.seed,
+                clock.clone(),
+            ),
+        };
+        if let Some(d) = &scenario.provider.deployment {
+            governor = governor.with_deployment(provider_id.clone(), d.clone());
         }
-        .policy();
+        let pipeline = Pipeline::new(clock.clone())
+            .with(Arc::new(governor))
+            .with(Arc::new(AttemptObserver::new(clock.clone(), start)));
+        let mut providers = ProviderSet::new();
+        providers.insert(provider_id.clone(), target.provider.clone());
         let ctx = Arc::new(RequestContext {
-            provider: target.provider.clone(),
-            limiter,
-            key: scenario.limit_key(),
-            retry,
-            start: clock.now(),
+            pipeline,
+            providers,
+            provider_id,
+            start,
             clock,
         });
         let progress = Progress::new(opts.progress, &spec.name, duration);
@@ -262,11 +279,9 @@ async fn run_one(
         };
         let ctx = ctx.clone();
         let tx = tx.clone();
-        let seed = scenario.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         tasks.spawn(async move {
             let mut guard = guard;
-            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-            let record = ctx.execute(planned, &mut rng).await;
+            let record = ctx.execute(planned).await;
             guard.record = None;
             let _ = tx.send(record);
         });
@@ -295,7 +310,6 @@ async fn run_one(
                 for _ in 0..*concurrency {
                     let (ctx, tx, next_id) = (ctx.clone(), tx.clone(), next_id.clone());
                     let think = *think_time;
-                    let scenario_seed = scenario.seed;
                     let plan_for = {
                         let s = scenario.clone();
                         move |id, intended| plan(&s, id, index, intended)
@@ -307,8 +321,7 @@ async fn run_one(
                                 break;
                             }
                             let id = next_id.fetch_add(1, Ordering::Relaxed);
-                            let mut rng = rand::rngs::SmallRng::seed_from_u64(scenario_seed ^ id);
-                            let record = ctx.execute(plan_for(id, now), &mut rng).await;
+                            let record = ctx.execute(plan_for(id, now)).await;
                             let _ = tx.send(record);
                             if !think.is_zero() {
                                 ctx.clock.sleep(think).await;
@@ -363,26 +376,20 @@ async fn wait_for_stop(stop: &AtomicBool) {
     }
 }
 
-/// The tokens a provider charges a request at admission, as its documented estimate goes:
-/// the larger of the prompt's tokens and its characters / 4, plus `max_tokens`. A limiter
-/// charged less than the server charges over-admits; charged this, it cannot.
-pub fn admission_estimate(prompt_tokens: u64, prompt_chars: u64, max_tokens: u64) -> u64 {
-    prompt_tokens.max(prompt_chars.div_ceil(4)) + max_tokens
-}
-
-/// The request with id `id`: the same in every limiter run of the scenario.
+/// The request with id `id`: the same in every limiter run of the scenario. Its estimate is
+/// what the governed step will acquire: the provider's admission rule on the request.
 fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedRequest {
     let shape = scenario.workload.shape(scenario.seed, id);
     let prompt = prompt_text(shape.prompt_tokens, shape.prompt_seed);
-    let estimated_tokens = admission_estimate(
-        shape.prompt_tokens,
-        prompt.chars().count() as u64,
-        shape.max_tokens,
-    );
     let mut request =
         CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
             .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
     request.stream = shape.stream;
+    let estimated_tokens = scenario
+        .provider
+        .kind
+        .admission_rule()
+        .tokens(&RequestSize::of(&request));
     PlannedRequest {
         id,
         phase,

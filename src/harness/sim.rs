@@ -1,16 +1,19 @@
 //! `hub simulate`: the same scenario and report as a live run, in virtual time.
 //!
 //! A discrete-event simulation — an event queue ordered by (virtual time, sequence), one
-//! seeded RNG — runs the real limiter code ([`KeyedLimiter`] on a [`ManualClock`]), the mock
-//! crate's real quota engine (`mock_providers::quota`) and its latency and output-length
-//! models, and the same retry rules as the live runner. No sockets, no sleeping: an hour of
-//! traffic takes a second or two, and the same seed gives byte-identical reports.
+//! seeded RNG — drives the same request lifecycle as the Hub and the live runner
+//! ([`crate::lifecycle`]: estimate, acquire, send, record, back off, retry), the real
+//! limiter ([`KeyedLimiter`] on a [`ManualClock`]), the mock crate's real quota engine
+//! (`mock_providers::quota`) and its latency and output-length models. This module only
+//! performs the lifecycle's actions in virtual time: the limiter's FIFO queue with exact
+//! waits, the server's answer, timers. No sockets, no sleeping: an hour of traffic takes a
+//! second or two, and the same seed gives byte-identical reports.
 //!
 //! Where it differs from a live run (documented in `reports/README.md`): no network or
-//! scheduling delay (a 429 is answered at the instant of sending); the server's prompt
-//! estimate uses the prompt generator's measured characters per token instead of the real
-//! text; the per-token latency of a response is its mean rather than a sum of draws; limiter
-//! waiters are served strictly FIFO at exact instants.
+//! scheduling delay (a 429 is answered at the instant of sending); the prompt's characters
+//! are the prompt generator's measured characters per token times its tokens instead of the
+//! real text's; the per-token latency of a response is its mean rather than a sum of draws;
+//! limiter waiters are served strictly FIFO at exact instants.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -28,15 +31,19 @@ use rand::SeedableRng;
 use rustc_hash::FxHashMap;
 
 use crate::clock::{nanos, ManualClock, Nanos};
+use crate::lifecycle::{
+    Action, Event as LifeEvent, LifecycleConfig, Outcome as LifeOutcome, RequestLifecycle,
+};
 use crate::limiter::backoff::RetryPolicy;
 use crate::limiter::{
-    BackoffConfig, Cost, Denial, ErrorInfo, KeyedLimiter, LimitKey, Permit, ResponseMeta,
+    BackoffConfig, Denial, ErrorInfo, KeyedLimiter, LimitKey, Permit, ResponseMeta,
 };
+use crate::provider::admission::{AdmissionRule, RequestSize};
 
 use super::arrival::{open_loop_schedule, Arrival};
 use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
-use super::runner::{admission_estimate, evaluate, provider_summary, quota_summary, RunError};
+use super::runner::{evaluate, provider_summary, quota_summary, RunError};
 use super::scenario::{ProviderKind, Scenario};
 use super::summary::{self, Summary};
 use super::target::mock_config;
@@ -129,17 +136,20 @@ enum Event {
     Head,
     /// A response completes.
     Complete { id: u64 },
-    /// A request's backoff is over: it queues for the limiter again.
+    /// A request's backoff is over: its lifecycle's timer fires.
     Retry { id: u64 },
 }
 
+/// A request in the simulation: its lifecycle and what the driver keeps for it.
 #[derive(Debug)]
 struct InFlight {
     record: RequestRecord,
     shape: RequestShape,
+    machine: RequestLifecycle,
     permit: Option<Permit>,
     queued_at: Nanos,
     user_phase: Option<usize>,
+    /// The admitted attempt's usage (prompt, completion) and header view, until it completes.
     usage: Option<(u64, u64)>,
     meta: ResponseMeta,
 }
@@ -151,6 +161,7 @@ struct Sim<'a> {
     max_wait: Option<Nanos>,
     key: LimitKey,
     retry: RetryPolicy,
+    rule: AdmissionRule,
     server: Box<dyn QuotaEngine>,
     azure: bool,
     latency: LatencyModel,
@@ -222,6 +233,7 @@ impl<'a> Sim<'a> {
                 ..s.retry.backoff.clone()
             }
             .policy(),
+            rule: s.provider.kind.admission_rule(),
             server,
             azure,
             latency: LatencyModel::new(&mock.latency),
@@ -283,7 +295,7 @@ impl<'a> Sim<'a> {
                     }
                 }
                 Event::Complete { id } => self.complete(t, id, writer)?,
-                Event::Retry { id } => self.enqueue(t, id, writer)?,
+                Event::Retry { id } => self.feed(t, id, LifeEvent::TimerFired, writer)?,
             }
         }
         // What is left at the end of the drain was cut: dropped.
@@ -306,6 +318,11 @@ impl<'a> Sim<'a> {
             .sum()
     }
 
+    /// Approximate characters of a prompt of `tokens` generated tokens.
+    fn prompt_chars(&self, tokens: u64) -> u64 {
+        (tokens as f64 * self.chars_per_token).round() as u64
+    }
+
     fn arrive(
         &mut self,
         t: Nanos,
@@ -316,6 +333,18 @@ impl<'a> Sim<'a> {
         let id = self.next_id;
         self.next_id += 1;
         let shape = self.s.workload.shape(self.s.seed, id);
+        let size = RequestSize::user_message(
+            shape.prompt_tokens,
+            self.prompt_chars(shape.prompt_tokens),
+            Some(shape.max_tokens),
+        );
+        let config = LifecycleConfig {
+            limited: self.limiter.is_some(),
+            max_retries: Some(self.s.retry.max_retries),
+            ..LifecycleConfig::default()
+        };
+        let mut machine = RequestLifecycle::new(&self.rule, &size, config);
+        let first = machine.start();
         let record = RequestRecord {
             request_id: id,
             phase,
@@ -324,11 +353,7 @@ impl<'a> Sim<'a> {
             first_byte: None,
             end: t,
             outcome: Outcome::Dropped,
-            estimated_tokens: admission_estimate(
-                shape.prompt_tokens,
-                (shape.prompt_tokens as f64 * self.chars_per_token).round() as u64,
-                shape.max_tokens,
-            ),
+            estimated_tokens: machine.estimate().tokens,
             prompt_tokens: None,
             completion_tokens: None,
             limiter_wait: 0,
@@ -339,6 +364,7 @@ impl<'a> Sim<'a> {
             InFlight {
                 record,
                 shape,
+                machine,
                 permit: None,
                 queued_at: t,
                 user_phase: user,
@@ -346,13 +372,70 @@ impl<'a> Sim<'a> {
                 meta: ResponseMeta::default(),
             },
         );
-        self.enqueue(t, id, writer)
+        self.perform(t, id, first, writer)
+    }
+
+    /// Feeds `event` to request `id`'s lifecycle and performs what follows.
+    fn feed(
+        &mut self,
+        t: Nanos,
+        id: u64,
+        event: LifeEvent,
+        writer: &mut ReportWriter,
+    ) -> Result<(), ReportError> {
+        let Some(r) = self.requests.get_mut(&id) else {
+            return Ok(());
+        };
+        let next = r.machine.handle(t, event);
+        self.perform(t, id, next, writer)
+    }
+
+    /// Performs request `id`'s lifecycle actions until it waits for the queue, the
+    /// server or a timer, or is finished.
+    fn perform(
+        &mut self,
+        t: Nanos,
+        id: u64,
+        mut action: Action,
+        writer: &mut ReportWriter,
+    ) -> Result<(), ReportError> {
+        loop {
+            let event = match action {
+                Action::Acquire(_) => return self.enqueue(t, id, writer),
+                Action::Send => match self.send(t, id) {
+                    Some(failed) => failed,
+                    None => return Ok(()),
+                },
+                Action::Record { actual, meta } => {
+                    let permit = self.requests.get_mut(&id).and_then(|r| r.permit.take());
+                    if let (Some(l), Some(p)) = (&self.limiter, permit) {
+                        l.record_usage_now(p, actual, &meta);
+                    }
+                    self.wake_head(t);
+                    LifeEvent::Recorded
+                }
+                Action::Backoff { attempt, error } => {
+                    let delay = match &self.limiter {
+                        Some(l) => l.backoff_delay_now(&self.key, attempt, &error),
+                        None => self.retry.delay(attempt, &error, &mut self.rng),
+                    };
+                    self.wake_head(t);
+                    LifeEvent::BackoffDecided(delay)
+                }
+                Action::SleepUntil(at) => {
+                    self.push(at, Event::Retry { id });
+                    return Ok(());
+                }
+                Action::Finish(outcome) => return self.finish(t, id, outcome, writer),
+            };
+            let Some(r) = self.requests.get_mut(&id) else {
+                return Ok(());
+            };
+            action = r.machine.handle(t, event);
+        }
     }
 
     fn enqueue(&mut self, t: Nanos, id: u64, writer: &mut ReportWriter) -> Result<(), ReportError> {
-        if self.limiter.is_none() {
-            return self.send(t, id, writer);
-        }
         if let Some(r) = self.requests.get_mut(&id) {
             r.queued_at = t;
         }
@@ -371,7 +454,8 @@ impl<'a> Sim<'a> {
         self.push(at, Event::Head);
     }
 
-    /// Admits queued requests in order while the limiter lets them through.
+    /// Admits queued requests in order while the limiter lets them through (the
+    /// simulator's `acquire`: FIFO, exact waits, `max_wait`).
     fn serve_queue(&mut self, t: Nanos, writer: &mut ReportWriter) -> Result<(), ReportError> {
         let Some(limiter) = self.limiter.clone() else {
             return Ok(());
@@ -382,20 +466,26 @@ impl<'a> Sim<'a> {
                 continue;
             };
             let waited = t - r.queued_at;
-            match limiter.try_acquire_now(&self.key, Cost::request(r.record.estimated_tokens)) {
+            let refused = LifeEvent::Refused {
+                waited: Duration::from_nanos(waited),
+            };
+            match limiter.try_acquire_now(&self.key, r.machine.estimate()) {
                 Ok(permit) => {
                     self.queue.pop_front();
                     if let Some(r) = self.requests.get_mut(&id) {
                         r.record.limiter_wait += waited;
                         r.permit = Some(permit);
                     }
-                    self.send(t, id, writer)?;
+                    let admitted = LifeEvent::Admitted {
+                        waited: Duration::from_nanos(waited),
+                    };
+                    self.feed(t, id, admitted, writer)?;
                 }
                 Err(Denial::Wait { retry_after, .. } | Denial::Paused { retry_after }) => {
                     let wait = nanos(retry_after);
                     if self.max_wait.is_some_and(|m| waited + wait > m) {
                         self.queue.pop_front();
-                        self.give_up(t, id, waited, writer)?;
+                        self.refuse(t, id, waited, refused, writer)?;
                         continue;
                     }
                     self.wake_head(t + wait);
@@ -405,40 +495,32 @@ impl<'a> Sim<'a> {
                 Err(Denial::Saturated { .. } | Denial::Queued { .. }) => return Ok(()),
                 Err(Denial::Exceeds { .. } | Denial::Unavailable { .. }) => {
                     self.queue.pop_front();
-                    self.give_up(t, id, waited, writer)?;
+                    self.refuse(t, id, waited, refused, writer)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn give_up(
+    fn refuse(
         &mut self,
         t: Nanos,
         id: u64,
         waited: Nanos,
+        refused: LifeEvent,
         writer: &mut ReportWriter,
     ) -> Result<(), ReportError> {
-        if let Some(mut r) = self.requests.remove(&id) {
+        if let Some(r) = self.requests.get_mut(&id) {
             r.record.limiter_wait += waited;
-            r.record.end = t;
-            if r.record.attempts.is_empty() {
-                r.record.outcome = Outcome::Dropped;
-            }
-            self.finish_record(r.record, writer)?;
-            if let Some(phase) = r.user_phase {
-                self.user_next(t, phase);
-            }
         }
-        Ok(())
+        self.feed(t, id, refused, writer)
     }
 
-    /// Sends one attempt to the simulated server.
-    fn send(&mut self, t: Nanos, id: u64, writer: &mut ReportWriter) -> Result<(), ReportError> {
-        let Some(r) = self.requests.get_mut(&id) else {
-            return Ok(());
-        };
-        let chars = (r.shape.prompt_tokens as f64 * self.chars_per_token).round() as u64;
+    /// Sends one attempt to the simulated server: an admitted attempt completes later
+    /// (`None`); a 429 is answered at once, as the failure event.
+    fn send(&mut self, t: Nanos, id: u64) -> Option<LifeEvent> {
+        let chars = self.prompt_chars(self.requests.get(&id)?.shape.prompt_tokens);
+        let r = self.requests.get_mut(&id)?;
         match self
             .server
             .try_admit(t, chars.div_ceil(4) + r.shape.max_tokens)
@@ -461,7 +543,7 @@ impl<'a> Sim<'a> {
                 r.usage = Some((r.shape.prompt_tokens, u64::from(out)));
                 r.meta = meta(&a.snapshot, self.azure, 200, None);
                 self.push(end, Event::Complete { id });
-                Ok(())
+                None
             }
             Decision::Throttled(th) => {
                 let retry_after = th.retry_after.map(ceil_ms);
@@ -470,38 +552,14 @@ impl<'a> Sim<'a> {
                     end: t,
                     status: Some(429),
                 });
-                r.record.outcome = Outcome::Throttled;
                 r.record.end = t;
-                let meta = meta(&th.snapshot, self.azure, 429, retry_after);
-                let info = ErrorInfo {
-                    retryable: !th.too_large(),
-                    ..ErrorInfo::rate_limited(retry_after)
-                };
-                let attempt = r.record.attempts.len() as u32;
-                let permit = r.permit.take();
-                let delay = match &self.limiter {
-                    Some(l) => {
-                        if let Some(p) = permit {
-                            l.record_usage_now(p, Cost::ZERO, &meta);
-                        }
-                        l.backoff_delay_now(&self.key, attempt, &info)
-                    }
-                    None => self.retry.delay(attempt, &info, &mut self.rng),
-                };
-                self.wake_head(t);
-                match delay {
-                    Some(d) => self.push(t + nanos(d), Event::Retry { id }),
-                    None => {
-                        if let Some(r) = self.requests.remove(&id) {
-                            let user = r.user_phase;
-                            self.finish_record(r.record, writer)?;
-                            if let Some(phase) = user {
-                                self.user_next(t, phase);
-                            }
-                        }
-                    }
-                }
-                Ok(())
+                Some(LifeEvent::Failed {
+                    error: ErrorInfo {
+                        retryable: !th.too_large(),
+                        ..ErrorInfo::rate_limited(retry_after)
+                    },
+                    meta: meta(&th.snapshot, self.azure, 429, retry_after),
+                })
             }
         }
     }
@@ -512,17 +570,40 @@ impl<'a> Sim<'a> {
         id: u64,
         writer: &mut ReportWriter,
     ) -> Result<(), ReportError> {
-        let Some(mut r) = self.requests.remove(&id) else {
+        let Some(r) = self.requests.get_mut(&id) else {
             return Ok(());
         };
         let (prompt, completion) = r.usage.unwrap_or((0, 0));
-        if let (Some(l), Some(p)) = (&self.limiter, r.permit.take()) {
-            l.record_usage_now(p, Cost::request(prompt + completion), &r.meta);
-        }
         r.record.prompt_tokens = Some(prompt);
         r.record.completion_tokens = Some(completion);
-        r.record.outcome = Outcome::Ok;
         r.record.end = t;
+        let event = LifeEvent::Responded {
+            tokens: prompt + completion,
+            meta: r.meta,
+        };
+        self.feed(t, id, event, writer)
+    }
+
+    /// The lifecycle is over: the record gets its outcome and goes to the report.
+    fn finish(
+        &mut self,
+        t: Nanos,
+        id: u64,
+        outcome: LifeOutcome,
+        writer: &mut ReportWriter,
+    ) -> Result<(), ReportError> {
+        let Some(mut r) = self.requests.remove(&id) else {
+            return Ok(());
+        };
+        r.record.outcome = match outcome {
+            LifeOutcome::Completed => Outcome::Ok,
+            LifeOutcome::Refused if r.record.attempts.is_empty() => Outcome::Dropped,
+            _ if r.record.attempts.last().is_some_and(Attempt::throttled) => Outcome::Throttled,
+            _ => Outcome::Error,
+        };
+        if outcome == LifeOutcome::Refused {
+            r.record.end = t;
+        }
         let user = r.user_phase;
         self.finish_record(r.record, writer)?;
         if let Some(phase) = user {

@@ -71,10 +71,9 @@ impl LiveTarget {
                 } else {
                     base
                 };
-                Arc::new(OpenAIConnector::new(
-                    OpenAiConfig::new(key).with_base_url(base),
-                    clock,
-                )?)
+                let mut cfg = OpenAiConfig::new(key).with_base_url(base);
+                cfg.max_retries = s.retry.max_retries;
+                Arc::new(OpenAIConnector::new(cfg, clock)?)
             }
             ProviderKind::Azure => {
                 let deployment = s
@@ -83,6 +82,7 @@ impl LiveTarget {
                     .clone()
                     .unwrap_or_else(|| s.provider.model.clone());
                 let mut cfg = AzureConfig::new(key, base, deployment);
+                cfg.max_retries = s.retry.max_retries;
                 if let Some(v) = &s.provider.api_version {
                     cfg.api_version = v.clone();
                 }

@@ -12,8 +12,8 @@ use crate::harness::scenario::error::Problem;
 use crate::limiter::{KeyedLimiter, RateLimiter};
 use crate::metrics::{MetricsCollector, MetricsMiddleware};
 use crate::middleware::{
-    AuthMiddleware, CacheMiddleware, CredentialSource, LoggingMiddleware, Middleware, ProviderSet,
-    RateLimitMiddleware, RetryMiddleware, StaticCredentials,
+    AuthMiddleware, CacheMiddleware, CredentialSource, GovernorMiddleware, LoggingMiddleware,
+    Middleware, ProviderSet, StaticCredentials,
 };
 use crate::selector::{
     MostHeadroomSelector, PrioritySelector, ProviderSelector, RoundRobinSelector, WeightedSelector,
@@ -66,16 +66,23 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
         KeyedLimiter::new(config.limits.clone(), clock.clone())
             .map_err(|e| Problem::new("limits", e))?,
     );
-    let mut rate_limit = RateLimitMiddleware::new(limiter.clone());
+    // Rate limiting and retries are one governed step (one request lifecycle), placed
+    // where the first of `rate_limit` / `retry` is listed.
+    let limits = config.middleware.contains(&MiddlewareKind::RateLimit);
+    let retries = config.middleware.contains(&MiddlewareKind::Retry);
+    let mut governor = GovernorMiddleware::new(limiter.clone(), clock.clone())
+        .with_limits(limits)
+        .with_retries(retries);
     for p in &config.providers {
         let deployment = p
             .deployment
             .clone()
             .or_else(|| p.config.get("deployment").map(|v| v.to_string()));
         if let Some(d) = deployment {
-            rate_limit = rate_limit.with_deployment(p.id.clone(), d);
+            governor = governor.with_deployment(p.id.clone(), d);
         }
     }
+    let governor = Arc::new(governor);
 
     let selector: Arc<dyn ProviderSelector> = match config.selector {
         SelectorKind::Priority => Arc::new(PrioritySelector::new(clock.clone())),
@@ -99,6 +106,7 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
     let entries = Arc::new(Mutex::new(entries));
     let mut cache = None;
     let mut slots = Vec::with_capacity(kinds.len() + 1);
+    let mut governed = false;
     for kind in kinds {
         let m: Arc<dyn Middleware> = match kind {
             MiddlewareKind::Fallback => {
@@ -110,12 +118,12 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
             MiddlewareKind::Metrics => {
                 Arc::new(MetricsMiddleware::new(metrics.clone(), clock.clone()))
             }
-            MiddlewareKind::RateLimit => Arc::new(rate_limit.clone()),
-            MiddlewareKind::Retry => Arc::new(RetryMiddleware::new(
-                limiter.clone(),
-                rate_limit.clone(),
-                clock.clone(),
-            )),
+            MiddlewareKind::RateLimit | MiddlewareKind::Retry => {
+                if std::mem::replace(&mut governed, true) {
+                    continue;
+                }
+                governor.clone()
+            }
             MiddlewareKind::Cache => {
                 let store = Arc::new(MemoryCache::new(config.cache.bytes, clock.clone()));
                 cache = Some(store.clone());
@@ -136,7 +144,7 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
         entries,
         selector,
         limiter,
-        rate_limit,
+        governor,
         slots,
         metrics,
         cache,

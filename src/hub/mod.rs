@@ -19,8 +19,8 @@ use crate::clock::{nanos, Clock, Nanos, TokioClock};
 use crate::limiter::RateLimiter;
 use crate::metrics::{MetricsCollector, SeriesSnapshot};
 use crate::middleware::{
-    CredentialSource, ErrorAction, FallbackMiddleware, Middleware, MiddlewareContext,
-    MiddlewareError, Pipeline, PipelineError, PipelineStream, ProviderSet, RateLimitMiddleware,
+    CredentialSource, ErrorAction, FallbackMiddleware, GovernorMiddleware, Middleware,
+    MiddlewareContext, MiddlewareError, Pipeline, PipelineError, PipelineStream, ProviderSet,
 };
 use crate::plugin::PluginRegistry;
 use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError};
@@ -136,7 +136,9 @@ pub struct Hub {
     entries: Arc<Mutex<Vec<Entry>>>,
     selector: Arc<dyn ProviderSelector>,
     limiter: Arc<dyn RateLimiter>,
-    rate_limit: RateLimitMiddleware,
+    /// The governed step (also the source of limiter keys, even when neither `rate_limit`
+    /// nor `retry` is listed).
+    governor: Arc<GovernorMiddleware>,
     slots: Vec<Slot>,
     metrics: Arc<MetricsCollector>,
     cache: Option<Arc<MemoryCache>>,
@@ -228,7 +230,7 @@ impl Hub {
             .iter()
             .map(|e| Candidate {
                 provider_id: e.id.clone(),
-                key: self.rate_limit.key(&e.id, &request.model),
+                key: self.governor.key(&e.id, &request.model),
                 priority: e.priority,
                 weight: e.weight,
                 healthy: e.healthy,

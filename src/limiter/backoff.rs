@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::units::de_duration;
 
 /// A provider-neutral description of a failed call, built by the connector that saw it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ErrorInfo {
     /// Whether trying again can succeed (the connector's `is_retryable()`).
     pub retryable: bool,

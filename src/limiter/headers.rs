@@ -13,7 +13,7 @@ use crate::units::parse_duration;
 
 /// What a response said about the key's quota. Every field is optional: providers send
 /// different subsets, and errors may carry none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResponseMeta {
     /// HTTP status of the response, when there was one.
     pub status: Option<u16>,

@@ -18,7 +18,9 @@ use super::{ErrorAction, Middleware, MiddlewareContext, MiddlewareError};
 use crate::provider::{ApiKey, CompletionRequest, ConnectorError};
 
 /// Context slot: the providers whose credential was already refreshed in this call.
-const REFRESHED: &str = "auth.refreshed";
+/// Context value: the providers whose credential was refreshed in this call.
+#[derive(Debug, Default)]
+struct Refreshed(HashSet<String>);
 
 /// A credential could not be obtained or refreshed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,9 +152,14 @@ impl Middleware for AuthMiddleware {
         {
             return Ok(ErrorAction::Propagate);
         }
-        let mut refreshed = ctx.take::<HashSet<String>>(REFRESHED).unwrap_or_default();
-        let first = refreshed.insert(ctx.provider_id.clone());
-        ctx.insert(REFRESHED, refreshed);
+        let provider = ctx.provider_id.clone();
+        let first = match ctx.extensions.get_mut::<Refreshed>() {
+            Some(r) => r.0.insert(provider),
+            None => {
+                ctx.extensions.insert(Refreshed(HashSet::from([provider])));
+                true
+            }
+        };
         if !first {
             return Ok(ErrorAction::Propagate);
         }

@@ -12,8 +12,8 @@ use super::{Middleware, MiddlewareContext, MiddlewareError};
 use crate::cache::CacheStrategy;
 use crate::provider::{CompletionRequest, CompletionResponse};
 
-/// Context slot holding the cache key of a cacheable request that missed.
-const KEY: &str = "cache.key";
+/// Context value: the cache key of a request that missed.
+struct CacheKey(String);
 /// Metadata key set to `"hit"` or `"miss"` for cacheable requests.
 pub const CACHE_STATUS: &str = "cache";
 
@@ -73,7 +73,7 @@ impl Middleware for CacheMiddleware {
             }
             None => {
                 ctx.metadata.insert(CACHE_STATUS.into(), "miss".into());
-                ctx.insert(KEY, key);
+                ctx.extensions.insert(CacheKey(key));
             }
         }
         Ok(())
@@ -86,7 +86,7 @@ impl Middleware for CacheMiddleware {
         response: &mut CompletionResponse,
         ctx: &mut MiddlewareContext,
     ) -> Result<(), MiddlewareError> {
-        if let Some(key) = ctx.take::<String>(KEY) {
+        if let Some(CacheKey(key)) = ctx.extensions.remove::<CacheKey>() {
             if let Ok(bytes) = serde_json::to_vec(response) {
                 if let Err(e) = self.store.set(&key, bytes, self.ttl).await {
                     tracing::debug!(error = %e, "response not cached");

@@ -23,10 +23,8 @@ use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError};
 /// Metadata key of the call's request id (kept when a caller already set one).
 pub const REQUEST_ID: &str = "request_id";
 
-/// Context slot: when this attempt's `on_request` ran.
-const STARTED: &str = "logging.started";
-/// Context slot: the request's model.
-const MODEL: &str = "logging.model";
+/// Context value: when this attempt's `on_request` ran.
+struct Started(Nanos);
 
 /// Logs each attempt with `tracing`; see the module docs for the fields.
 #[derive(Debug, Clone)]
@@ -42,7 +40,10 @@ impl LoggingMiddleware {
 
     /// Milliseconds since this attempt's `on_request`.
     fn latency_ms(&self, ctx: &MiddlewareContext) -> u64 {
-        let start = ctx.get::<Nanos>(STARTED).copied().unwrap_or(ctx.started_at);
+        let start = ctx
+            .extensions
+            .get::<Started>()
+            .map_or(ctx.started_at, |s| s.0);
         let d = Duration::from_nanos(self.clock.now().saturating_sub(start));
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     }
@@ -51,7 +52,7 @@ impl LoggingMiddleware {
 /// The request id, model and attempt every event carries.
 fn ids(ctx: &MiddlewareContext) -> (&str, &str, &str, u32) {
     let id = ctx.metadata.get(REQUEST_ID).map_or("", String::as_str);
-    let model = ctx.get::<String>(MODEL).map_or("", String::as_str);
+    let model = ctx.model.as_str();
     (id, ctx.provider_id.as_str(), model, ctx.attempt)
 }
 
@@ -69,8 +70,7 @@ impl Middleware for LoggingMiddleware {
         ctx.metadata
             .entry(REQUEST_ID.to_owned())
             .or_insert_with(|| format!("req_{:016x}", rand::random::<u64>()));
-        ctx.insert(STARTED, self.clock.now());
-        ctx.insert(MODEL, request.model.clone());
+        ctx.extensions.insert(Started(self.clock.now()));
         let (request_id, provider, model, attempt) = ids(ctx);
         tracing::debug!(
             request_id,

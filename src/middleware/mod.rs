@@ -25,22 +25,21 @@
 //! then [`Middleware::on_first_token`] and [`Middleware::on_stream_end`] while the caller
 //! reads it; errors in the middle of a stream go to the caller and are never retried.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::clock::{Clock, Nanos};
+use crate::clock::Clock;
 use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError, LLMProvider};
 
 pub mod auth;
 pub mod cache;
+pub mod context;
 pub mod fallback;
+pub mod governor;
 pub mod logging;
-pub mod rate_limit;
-pub mod retry;
 pub mod stream;
 #[cfg(test)]
 mod stream_tests;
@@ -49,10 +48,10 @@ pub(crate) mod tests_support;
 
 pub use auth::{AuthMiddleware, CredentialError, CredentialSource, StaticCredentials};
 pub use cache::CacheMiddleware;
+pub use context::{Extensions, MiddlewareContext};
 pub use fallback::FallbackMiddleware;
+pub use governor::{GovernorMiddleware, LimiterWait};
 pub use logging::LoggingMiddleware;
-pub use rate_limit::{RateLimitMiddleware, TokenEstimator};
-pub use retry::RetryMiddleware;
 pub use stream::{PipelineStream, StreamEnd};
 
 /// The most provider calls one [`Pipeline::execute`] makes (first try, retries and
@@ -70,9 +69,11 @@ pub enum MiddlewareError {
         /// Why.
         message: String,
     },
-    /// The rate limiter refused the request (it can never fit, timed out or queue full).
+    /// The rate limiter refused the request (it can never fit, timed out, queue full,
+    /// backend unavailable) or could not record its usage; the error keeps the key, the
+    /// dimension and the wait.
     #[error("rate limiter refused the request: {0}")]
-    Limit(String),
+    Limit(#[from] crate::limiter::LimitError),
 }
 
 /// Why [`Pipeline::execute`] produced no response.
@@ -120,84 +121,6 @@ pub enum ErrorAction {
     Fallback(String),
     /// Give the error to the caller.
     Propagate,
-}
-
-/// State shared by the hooks of one call, preserved from request to response.
-pub struct MiddlewareContext {
-    /// The id of the provider the current attempt goes to (changes on fallback).
-    pub provider_id: String,
-    /// When the call started, in the pipeline clock's nanoseconds.
-    pub started_at: Nanos,
-    /// Retries made so far against the current provider (0 on the first try; reset on
-    /// fallback). `RetryMiddleware` asks the limiter for the delay of retry `attempt + 1`.
-    pub attempt: u32,
-    /// Providers already tried, in order (the current one last).
-    pub tried: Vec<String>,
-    /// Free-form string metadata, e.g. a request id, for hooks and callers.
-    pub metadata: HashMap<String, String>,
-    /// A response an `on_request` hook supplies (a cache hit): the provider is not called,
-    /// the remaining `on_request` hooks are skipped and only the `on_response` hooks of the
-    /// middlewares that ran see it.
-    pub short_circuit: Option<CompletionResponse>,
-    /// While `on_error` hooks run: the action a hook closer to the provider already chose
-    /// for this error (`None` = all so far said `Propagate`). A hook whose action has a
-    /// cost (a retry's wait, a credential refresh) skips it when this is set, since its
-    /// own answer would be ignored.
-    pub decided: Option<ErrorAction>,
-    extensions: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
-}
-
-impl fmt::Debug for MiddlewareContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MiddlewareContext")
-            .field("provider_id", &self.provider_id)
-            .field("started_at", &self.started_at)
-            .field("attempt", &self.attempt)
-            .field("tried", &self.tried)
-            .field("metadata", &self.metadata)
-            .field("decided", &self.decided)
-            .field("extensions", &self.extensions.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl MiddlewareContext {
-    /// A context for a call to `provider_id` starting at `started_at` (nanoseconds).
-    pub fn new(provider_id: impl Into<String>, started_at: Nanos) -> Self {
-        let provider_id = provider_id.into();
-        Self {
-            tried: vec![provider_id.clone()],
-            provider_id,
-            started_at,
-            attempt: 0,
-            metadata: HashMap::new(),
-            short_circuit: None,
-            decided: None,
-            extensions: HashMap::new(),
-        }
-    }
-
-    /// Stores a typed value under `name` (replacing any), for a later hook of the same call.
-    pub fn insert<T: Any + Send + Sync>(&mut self, name: &'static str, value: T) {
-        self.extensions.insert(name, Box::new(value));
-    }
-
-    /// Removes and returns the value stored under `name`, if it has type `T`.
-    pub fn take<T: Any + Send + Sync>(&mut self, name: &'static str) -> Option<T> {
-        let boxed = self.extensions.remove(name)?;
-        match boxed.downcast::<T>() {
-            Ok(v) => Some(*v),
-            Err(other) => {
-                self.extensions.insert(name, other);
-                None
-            }
-        }
-    }
-
-    /// The value stored under `name`, if it has type `T`.
-    pub fn get<T: Any + Send + Sync>(&self, name: &'static str) -> Option<&T> {
-        self.extensions.get(name)?.downcast_ref()
-    }
 }
 
 /// A request/response interceptor. Hooks get the request or response mutably and the
@@ -304,6 +227,7 @@ impl Pipeline {
         ctx: &mut MiddlewareContext,
     ) -> Result<CompletionResponse, PipelineError> {
         let mut calls = 0;
+        ctx.model.clone_from(&request.model);
         loop {
             let provider = provider_of(providers, ctx)?;
             let mut req = request.clone();
@@ -388,13 +312,15 @@ impl Pipeline {
     }
 }
 
-/// The provider the context's current attempt goes to.
+/// The provider the context's current attempt goes to, also set in the context.
 fn provider_of(
     providers: &ProviderSet,
-    ctx: &MiddlewareContext,
+    ctx: &mut MiddlewareContext,
 ) -> Result<Arc<dyn LLMProvider>, PipelineError> {
-    providers
+    let provider = providers
         .get(&ctx.provider_id)
         .cloned()
-        .ok_or_else(|| PipelineError::UnknownProvider(ctx.provider_id.clone()))
+        .ok_or_else(|| PipelineError::UnknownProvider(ctx.provider_id.clone()))?;
+    ctx.provider = Some(provider.clone());
+    Ok(provider)
 }

@@ -23,9 +23,10 @@ use futures::stream::{self, BoxStream, Stream, StreamExt};
 
 use super::{
     provider_of, Middleware, MiddlewareContext, MiddlewareError, Pipeline, PipelineError,
-    ProviderSet, TokenEstimator,
+    ProviderSet,
 };
 use crate::limiter::ResponseMeta;
+use crate::provider::admission::{text_tokens, RequestSize};
 use crate::provider::{
     ChunkStream, CompletionRequest, CompletionResponse, ConnectorError, StreamChunk, Usage,
 };
@@ -151,9 +152,10 @@ impl Pipeline {
         mut ctx: MiddlewareContext,
     ) -> Result<PipelineStream, PipelineError> {
         request.stream = true;
+        ctx.model.clone_from(&request.model);
         let mut calls = 0;
         loop {
-            let provider = provider_of(providers, &ctx)?;
+            let provider = provider_of(providers, &mut ctx)?;
             let mut req = request.clone();
             let ran = self.run_on_request(&mut req, &mut ctx).await?;
             if let Some(mut response) = ctx.short_circuit.take() {
@@ -217,8 +219,7 @@ impl Live {
                     self.usage = Some(u);
                 }
                 if !chunk.delta.is_empty() {
-                    self.counted_out +=
-                        TokenEstimator.text_tokens(&self.request.model, &chunk.delta);
+                    self.counted_out += text_tokens(&self.request.model, &chunk.delta);
                     if !self.first_token_seen {
                         self.first_token_seen = true;
                         if let Some(ctx) = self.ctx.as_mut() {
@@ -244,13 +245,13 @@ impl Live {
 
     fn end(&self, error: Option<ConnectorError>, cancelled: bool) -> StreamEnd {
         let usage = self.usage.unwrap_or_else(|| Usage {
-            input_tokens: TokenEstimator.prompt_tokens(&self.request),
+            input_tokens: RequestSize::of(&self.request).prompt_tokens,
             output_tokens: self.counted_out,
         });
         StreamEnd {
             usage,
             usage_reported: self.usage.is_some(),
-            meta: self.meta.clone(),
+            meta: self.meta,
             error,
             cancelled,
             chunks: self.chunks_seen,

@@ -155,7 +155,7 @@ async fn without_a_usage_chunk_the_usage_is_counted() {
     assert_eq!(end.usage.output_tokens, 2, "\"Hello\" and \" world\"");
     assert_eq!(
         end.usage.input_tokens,
-        TokenEstimator.prompt_tokens(&request())
+        crate::provider::admission::RequestSize::of(&request()).prompt_tokens
     );
 }
 

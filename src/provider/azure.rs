@@ -155,6 +155,15 @@ impl LLMProvider for AzureConnector {
         &self.inner.config.provider_id
     }
 
+    /// Azure assumes 16 output tokens when a request sets no `max_tokens`.
+    fn admission_rule(&self) -> super::admission::AdmissionRule {
+        super::admission::AdmissionRule::AZURE
+    }
+
+    fn max_retries(&self) -> Option<u32> {
+        Some(self.inner.config.max_retries)
+    }
+
     async fn send_completion(
         &self,
         request: CompletionRequest,

@@ -189,8 +189,9 @@ pub struct OpenAiConfig {
     /// Whole-request timeout for non-streaming calls; for streams, the limit for the
     /// response headers and for each gap between body reads.
     pub timeout: Duration,
-    /// Retries after the first try, for the retry middleware (the connector itself sends
-    /// each request once, so the limiter sees every attempt).
+    /// Retries after the first try, at most, for requests to this provider: a cap the
+    /// request lifecycle applies on top of the limiter key's backoff policy (the connector
+    /// itself sends each request once, so the limiter sees every attempt).
     pub max_retries: u32,
     /// How response headers are read into `ResponseMeta`.
     pub header_profile: HeaderProfile,

@@ -21,6 +21,7 @@ use reqwest::RequestBuilder;
 
 use crate::limiter::ResponseMeta;
 
+pub mod admission;
 pub mod azure;
 pub mod config;
 pub mod error;
@@ -54,6 +55,19 @@ pub trait LLMProvider: Send + Sync + fmt::Debug {
     /// The provider's id, lowercase, constant for the object's lifetime (`"openai"`,
     /// `"azure"`, or the configured id of a compatible server).
     fn provider_id(&self) -> &str;
+
+    /// How the provider charges a request against its token quota at admission — the
+    /// estimate the request lifecycle acquires. Default: OpenAI's rule.
+    fn admission_rule(&self) -> admission::AdmissionRule {
+        admission::AdmissionRule::OPENAI
+    }
+
+    /// A cap on retries after the first try for requests to this provider (its config's
+    /// `max_retries`), applied by the request lifecycle on top of the limiter's backoff
+    /// policy; `None` = no cap of its own.
+    fn max_retries(&self) -> Option<u32> {
+        None
+    }
 
     /// Sends `request` as one non-streaming completion, within the configured timeout. The
     /// response's `meta` carries the header view for `record_usage`; errors carry theirs in

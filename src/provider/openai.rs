@@ -166,6 +166,10 @@ impl LLMProvider for OpenAIConnector {
         &self.inner.config.provider_id
     }
 
+    fn max_retries(&self) -> Option<u32> {
+        Some(self.inner.config.max_retries)
+    }
+
     async fn send_completion(
         &self,
         request: CompletionRequest,

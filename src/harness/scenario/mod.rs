@@ -27,6 +27,7 @@ use crate::limiter::redis::RedisSettings;
 use crate::limiter::{
     Backend, BackoffConfig, KeyRule, LimitKey, LimiterConfig, RateLimitConfig, Strategy,
 };
+use crate::provider::admission::AdmissionRule;
 
 /// Which provider API the scenario speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -44,6 +45,15 @@ impl ProviderKind {
         match self {
             Self::Openai => "openai",
             Self::Azure => "azure",
+        }
+    }
+
+    /// How the provider charges a request at admission (the same rule its connector
+    /// reports through `LLMProvider::admission_rule`).
+    pub fn admission_rule(self) -> AdmissionRule {
+        match self {
+            Self::Openai => AdmissionRule::OPENAI,
+            Self::Azure => AdmissionRule::AZURE,
         }
     }
 }
