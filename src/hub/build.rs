@@ -10,7 +10,7 @@ use super::{Cooldown, Entry, Hub, HubOptions, Slot};
 use crate::cache::MemoryCache;
 use crate::harness::scenario::error::Problem;
 use crate::limiter::{KeyedLimiter, RateLimiter};
-use crate::metrics::{MetricsCollector, MetricsMiddleware};
+use crate::metrics::{FanOut, HdrMetrics, MetricsCollector, MetricsMiddleware};
 use crate::middleware::{
     AuthMiddleware, CacheMiddleware, CredentialSource, LoggingMiddleware, Middleware, ProviderSet,
     RateLimitMiddleware, RetryMiddleware, StaticCredentials,
@@ -25,6 +25,7 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
         clock,
         plugins,
         credentials,
+        metrics: sink,
     } = options;
     let mut providers = ProviderSet::new();
     let mut entries = Vec::new();
@@ -86,7 +87,14 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
         }
     };
 
-    let metrics = Arc::new(MetricsCollector::new());
+    let metrics = Arc::new(HdrMetrics::new());
+    let reports: Arc<dyn MetricsCollector> = match sink {
+        Some(sink) => Arc::new(FanOut::new([
+            metrics.clone() as Arc<dyn MetricsCollector>,
+            sink,
+        ])),
+        None => metrics.clone(),
+    };
     let credentials: Arc<dyn CredentialSource> = credentials.unwrap_or_else(|| {
         Arc::new(StaticCredentials::new(
             config.auth.keys.iter().map(|(p, k)| (p.clone(), k.clone())),
@@ -108,7 +116,7 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
             MiddlewareKind::Auth => Arc::new(AuthMiddleware::new(credentials.clone())),
             MiddlewareKind::Logging => Arc::new(LoggingMiddleware::new(clock.clone())),
             MiddlewareKind::Metrics => {
-                Arc::new(MetricsMiddleware::new(metrics.clone(), clock.clone()))
+                Arc::new(MetricsMiddleware::new(reports.clone(), clock.clone()))
             }
             MiddlewareKind::RateLimit => Arc::new(rate_limit.clone()),
             MiddlewareKind::Retry => Arc::new(RetryMiddleware::new(
