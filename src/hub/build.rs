@@ -10,7 +10,7 @@ use super::{Cooldown, Entry, Hub, HubOptions, Slot};
 use crate::cache::MemoryCache;
 use crate::harness::scenario::error::Problem;
 use crate::limiter::{KeyedLimiter, RateLimiter};
-use crate::metrics::{MetricsCollector, MetricsMiddleware};
+use crate::metrics::{FanOut, HdrMetrics, MetricsCollector, MetricsMiddleware};
 use crate::middleware::{
     AuthMiddleware, CacheMiddleware, CredentialSource, GovernorMiddleware, LoggingMiddleware,
     Middleware, ProviderSet, StaticCredentials,
@@ -25,6 +25,7 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
         clock,
         plugins,
         credentials,
+        metrics: sink,
     } = options;
     let mut providers = ProviderSet::new();
     let mut entries = Vec::new();
@@ -93,7 +94,14 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
         }
     };
 
-    let metrics = Arc::new(MetricsCollector::new());
+    let metrics = Arc::new(HdrMetrics::new());
+    let reports: Arc<dyn MetricsCollector> = match sink {
+        Some(sink) => Arc::new(FanOut::new([
+            metrics.clone() as Arc<dyn MetricsCollector>,
+            sink,
+        ])),
+        None => metrics.clone(),
+    };
     let credentials: Arc<dyn CredentialSource> = credentials.unwrap_or_else(|| {
         Arc::new(StaticCredentials::new(
             config.auth.keys.iter().map(|(p, k)| (p.clone(), k.clone())),
@@ -116,7 +124,7 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
             MiddlewareKind::Auth => Arc::new(AuthMiddleware::new(credentials.clone())),
             MiddlewareKind::Logging => Arc::new(LoggingMiddleware::new(clock.clone())),
             MiddlewareKind::Metrics => {
-                Arc::new(MetricsMiddleware::new(metrics.clone(), clock.clone()))
+                Arc::new(MetricsMiddleware::new(reports.clone(), clock.clone()))
             }
             MiddlewareKind::RateLimit | MiddlewareKind::Retry => {
                 if std::mem::replace(&mut governed, true) {

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use crate::cache::{CacheStats, CacheStrategy, MemoryCache};
 use crate::clock::{nanos, Clock, Nanos, TokioClock};
 use crate::limiter::RateLimiter;
-use crate::metrics::{MetricsCollector, SeriesSnapshot};
+use crate::metrics::{HdrMetrics, MetricsCollector, SeriesSnapshot};
 use crate::middleware::{
     CredentialSource, ErrorAction, FallbackMiddleware, GovernorMiddleware, Middleware,
     MiddlewareContext, MiddlewareError, Pipeline, PipelineError, PipelineStream, ProviderSet,
@@ -35,8 +35,8 @@ pub use config::{
 };
 
 /// What a hub is built with besides its config file: the clock, the plugins that build
-/// providers, and optionally a credential source for the `auth` middleware (replacing the
-/// file's `[auth] keys`).
+/// providers, optionally a credential source for the `auth` middleware (replacing the
+/// file's `[auth] keys`), and optionally a metrics sink of the caller's.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
     /// Time for latencies, TTLs, cooldowns and retry waits.
@@ -45,15 +45,22 @@ pub struct HubOptions {
     pub plugins: PluginRegistry,
     /// Credentials for `auth`; `None` uses the file's `[auth] keys`.
     pub credentials: Option<Arc<dyn CredentialSource>>,
+    /// A metrics sink that receives every report of the hub's metrics middleware (see
+    /// [`MetricsCollector`] for what and when), in addition to the built-in
+    /// [`HdrMetrics`] behind [`Hub::metrics_snapshot`] and [`Hub::prometheus_text`],
+    /// which keep working; `None` records into the built-in collector only.
+    pub metrics: Option<Arc<dyn MetricsCollector>>,
 }
 
 impl Default for HubOptions {
-    /// A tokio clock, the built-in plugins (`openai`, `azure`), credentials from the file.
+    /// A tokio clock, the built-in plugins (`openai`, `azure`), credentials from the file,
+    /// no extra metrics sink.
     fn default() -> Self {
         Self {
             clock: Arc::new(TokioClock::new()),
             plugins: PluginRegistry::with_builtins(),
             credentials: None,
+            metrics: None,
         }
     }
 }
@@ -140,7 +147,7 @@ pub struct Hub {
     /// nor `retry` is listed).
     governor: Arc<GovernorMiddleware>,
     slots: Vec<Slot>,
-    metrics: Arc<MetricsCollector>,
+    metrics: Arc<HdrMetrics>,
     cache: Option<Arc<MemoryCache>>,
     clock: Arc<dyn Clock>,
 }
@@ -194,17 +201,19 @@ impl Hub {
         }
     }
 
-    /// The metrics collector every call records into.
-    pub fn metrics(&self) -> &Arc<MetricsCollector> {
+    /// The built-in metrics collector every call records into (also when
+    /// [`HubOptions::metrics`] adds a sink).
+    pub fn metrics(&self) -> &Arc<HdrMetrics> {
         &self.metrics
     }
 
-    /// Every metrics series now (per provider and model).
+    /// Every series of the built-in collector now (per provider and model).
     pub fn metrics_snapshot(&self) -> Vec<SeriesSnapshot> {
         self.metrics.snapshot()
     }
 
-    /// The metrics in Prometheus text format.
+    /// The built-in collector's metrics in Prometheus text format
+    /// ([`HdrMetrics::prometheus_text`]).
     pub fn prometheus_text(&self) -> String {
         self.metrics.prometheus_text()
     }
