@@ -881,7 +881,7 @@ async fn throughput_connector_vs_raw_reqwest() {
             let resp = rb.send().await.expect("sent");
             assert!(resp.status().is_success(), "{}", resp.status());
             if level >= 2 {
-                let meta = connector_hub::limiter::HeaderProfile::Openai
+                let meta = connector_hub::provider::headers::HeaderProfile::Openai
                     .parse(Some(resp.status().as_u16()), resp.headers());
                 assert!(meta.limit_requests.is_some());
                 let bytes = resp.bytes().await.expect("body");

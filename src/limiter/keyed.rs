@@ -23,7 +23,7 @@ use crate::clock::{nanos, Clock, Nanos};
 
 use super::backoff::{BackoffConfig, ErrorInfo, RetryPolicy};
 use super::config::{ConfigError, LimiterConfig, RateLimitConfig, TokenAccounting, Unit};
-use super::headers::ResponseMeta;
+use super::meta::ResponseMeta;
 use super::multi::MultiLimit;
 use super::{Cost, Denial, LimitError, LimitKey, Permit, RateLimiter, UsageRecord, UsageStats};
 

@@ -6,8 +6,8 @@
 //! [`RateLimiter::record_usage`] with the actual usage and whatever the server reported in
 //! its headers ([`ResponseMeta`]). On an error it asks [`RateLimiter::backoff_delay`] how
 //! long to wait. No provider name, error type, header name or limit value appears here:
-//! limits come from [`config`], headers are turned into [`ResponseMeta`] by [`headers`]
-//! profiles chosen by configuration, and errors reach the limiter as neutral [`ErrorInfo`].
+//! limits come from [`config`], headers are turned into [`ResponseMeta`] by the provider
+//! layer's header profiles (`provider::headers`), and errors reach the limiter as neutral [`ErrorInfo`].
 //!
 //! Threads and tasks share one limiter through an `Arc`; processes and machines share one
 //! through the Redis backend.
@@ -24,10 +24,10 @@ pub mod algorithm;
 pub mod backoff;
 pub mod config;
 pub mod gcra;
-pub mod headers;
 pub mod invariants;
 pub mod keyed;
 pub mod leaky_bucket;
+pub mod meta;
 pub mod multi;
 pub mod redis;
 pub mod sliding_counter;
@@ -39,8 +39,8 @@ pub use config::{
     Backend, ConfigError, KeyRule, Limit, LimiterConfig, Limits, RateLimitConfig, RateLimitType,
     Strategy, TokenAccounting, Unit,
 };
-pub use headers::{HeaderProfile, ResponseMeta};
 pub use keyed::KeyedLimiter;
+pub use meta::ResponseMeta;
 
 /// What one request costs, in every unit a limit can count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

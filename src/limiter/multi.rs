@@ -13,7 +13,7 @@ use crate::clock::Nanos;
 
 use super::algorithm::DimensionState;
 use super::config::{Limit, RateLimitType, Strategy, Unit};
-use super::headers::ResponseMeta;
+use super::meta::ResponseMeta;
 use super::{Cost, Denial, DimensionUsage};
 
 /// All dimensions of one key. Pure: every method takes `now`; the keyed limiter wraps it in

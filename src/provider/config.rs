@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::limiter::HeaderProfile;
+use crate::provider::headers::HeaderProfile;
 
 mod azure;
 

@@ -22,7 +22,8 @@ use super::types::{
     CompletionRequest, CompletionResponse, HealthStatus, ProviderMetadata, RateLimits,
 };
 use super::wire::{ChatBody, ChatResponse};
-use crate::limiter::{HeaderProfile, ResponseMeta};
+use crate::limiter::ResponseMeta;
+use crate::provider::headers::HeaderProfile;
 
 /// Longest wait for a health probe (the hub specification asks for under 5 s).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -26,6 +26,7 @@ pub mod azure;
 pub mod config;
 pub mod error;
 mod error_map;
+pub mod headers;
 mod http;
 pub mod metadata;
 pub mod openai;

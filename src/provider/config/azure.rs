@@ -11,7 +11,7 @@ use super::{
     ApiKey, AzureAuth, ConfigError, ProviderConfig, AZURE_DEFAULT_API_VERSION, DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
 };
-use crate::limiter::HeaderProfile;
+use crate::provider::headers::HeaderProfile;
 
 /// Configuration of [`AzureConnector`](crate::provider::AzureConnector): one deployment of an
 /// Azure OpenAI resource.

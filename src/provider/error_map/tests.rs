@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::*;
-use crate::limiter::HeaderProfile;
+use crate::provider::headers::HeaderProfile;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     pairs

@@ -1,39 +1,18 @@
-//! Header adapters: a provider response's rate-limit headers turned into a neutral
-//! [`ResponseMeta`] that `record_usage` understands.
+//! Header adapters: a provider response's rate-limit headers (`x-ratelimit-*`,
+//! `retry-after(-ms)`, Go durations) turned into the neutral [`ResponseMeta`] that the
+//! limiter's `record_usage` understands. Header names live here, in the provider layer,
+//! never in the limiter.
 //!
-//! Which headers are read is chosen by configuration (a [`HeaderProfile`] by name), never by
-//! comparing provider names in the limiter. Malformed values are skipped with a `tracing`
-//! warning: a bad header must never fail a request that succeeded.
+//! Which headers are read is chosen by configuration (a [`HeaderProfile`] by name).
+//! Malformed values are skipped with a `tracing` warning: a bad header must never fail a
+//! request that succeeded.
 
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use crate::limiter::ResponseMeta;
 use crate::units::parse_duration;
-
-/// What a response said about the key's quota. Every field is optional: providers send
-/// different subsets, and errors may carry none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResponseMeta {
-    /// HTTP status of the response, when there was one.
-    pub status: Option<u16>,
-    /// Request limit of the window (`x-ratelimit-limit-requests`).
-    pub limit_requests: Option<u64>,
-    /// Token limit of the window (`x-ratelimit-limit-tokens`).
-    pub limit_tokens: Option<u64>,
-    /// Requests left (`x-ratelimit-remaining-requests`).
-    pub remaining_requests: Option<u64>,
-    /// Tokens left (`x-ratelimit-remaining-tokens`).
-    pub remaining_tokens: Option<u64>,
-    /// Time until the request quota is full again (`x-ratelimit-reset-requests`).
-    pub reset_requests: Option<Duration>,
-    /// Time until the token quota is full again (`x-ratelimit-reset-tokens`).
-    pub reset_tokens: Option<Duration>,
-    /// The server's wait before retrying (`retry-after-ms`, else `retry-after`).
-    pub retry_after: Option<Duration>,
-    /// The server's explicit retry verdict (`x-should-retry`).
-    pub should_retry: Option<bool>,
-}
 
 /// A set of header names to read, chosen by name in configuration
 /// (`header_profile = "openai" | "azure" | "none"`).
