@@ -649,7 +649,10 @@ fn meta(
     };
     if azure {
         if status == 429 {
-            m.reset_tokens = Some(q.reset_tokens);
+            // Azure sends whole seconds, rounded up (`x-rate-limit-reset-tokens`).
+            m.reset_tokens = Some(Duration::from_secs(
+                q.reset_tokens.as_nanos().div_ceil(1_000_000_000) as u64,
+            ));
         }
     } else {
         m.limit_requests = Some(q.limit_requests);
@@ -658,4 +661,61 @@ fn meta(
         m.reset_tokens = Some(ceil_ms(q.reset_tokens));
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mock_providers::config::HeaderSwitches;
+    use mock_providers::quota::{Dimension, QuotaSnapshot};
+    use mock_providers::server::headers::{self as mock, Headers};
+
+    use super::meta;
+    use crate::provider::headers::HeaderProfile;
+
+    /// The simulator skips HTTP, so it converts the quota engine's snapshot to the header
+    /// view itself; this proves the conversion equals what the connector's header profile
+    /// reads from the headers the mock writes for the same snapshot.
+    #[test]
+    fn the_simulated_header_view_is_what_the_connector_reads_from_the_mock() {
+        let s = HeaderSwitches::default();
+        for (i, ms) in [0u64, 1, 999, 1_000, 1_001, 20_000, 59_999, 61_234]
+            .into_iter()
+            .enumerate()
+        {
+            let q = QuotaSnapshot {
+                limit_requests: 500,
+                remaining_requests: i as u64,
+                reset_requests: Duration::from_micros(ms * 1_000 + 1),
+                limit_tokens: 30_000,
+                remaining_tokens: 1_000 + i as u64,
+                reset_tokens: Duration::from_millis(ms),
+            };
+            let wait = Duration::from_millis(ms.max(1));
+            for status in [200u16, 429] {
+                let retry = (status == 429).then_some(wait);
+                let mut h = Headers::new();
+                mock::openai_rate_limit(&s, &q, &mut h);
+                if let Some(w) = retry {
+                    mock::retry_after(&s, w, &mut h);
+                }
+                let read = HeaderProfile::Openai.parse(Some(status), &h.into_map());
+                assert_eq!(
+                    meta(&q, false, status, retry),
+                    read,
+                    "openai {status} {q:?}"
+                );
+
+                let mut h = Headers::new();
+                mock::azure_rate_limit(&s, &q, &mut h);
+                if let Some(w) = retry {
+                    mock::retry_after(&s, w, &mut h);
+                    mock::azure_throttle(&s, Dimension::Tokens, q.reset_tokens, &mut h);
+                }
+                let read = HeaderProfile::Azure.parse(Some(status), &h.into_map());
+                assert_eq!(meta(&q, true, status, retry), read, "azure {status} {q:?}");
+            }
+        }
+    }
 }

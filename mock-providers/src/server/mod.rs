@@ -7,7 +7,7 @@ mod answer;
 mod auth;
 pub mod errors;
 mod fast_chat;
-mod headers;
+pub mod headers;
 mod pipeline;
 pub mod request;
 mod respond;
