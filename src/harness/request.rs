@@ -176,6 +176,7 @@ impl RequestContext {
     /// Runs `planned` to its end (success, final failure, or limiter refusal).
     pub async fn execute(&self, planned: PlannedRequest) -> RequestRecord {
         let observation = Observation::default();
+        let called = self.now();
         let mut ctx = MiddlewareContext::new(self.provider_id.clone(), self.clock.now());
         ctx.extensions.insert(observation.clone());
         let streamed = planned.request.stream;
@@ -203,6 +204,12 @@ impl RequestContext {
             tracing::debug!(request = planned.id, error = %e, "request failed");
         }
         let usage = seen.usage.filter(|_| outcome == Outcome::Ok);
+        // A request refused before any attempt spent its whole life in the limiter.
+        let limiter_wait = if outcome == Outcome::Dropped {
+            end.saturating_sub(called)
+        } else {
+            seen.limiter_wait
+        };
         RequestRecord {
             request_id: planned.id,
             phase: planned.phase,
@@ -214,7 +221,7 @@ impl RequestContext {
             estimated_tokens: planned.estimated_tokens,
             prompt_tokens: usage.map(|u| u.input_tokens),
             completion_tokens: usage.map(|u| u.output_tokens),
-            limiter_wait: seen.limiter_wait,
+            limiter_wait,
             streamed,
         }
     }
