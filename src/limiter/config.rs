@@ -357,7 +357,7 @@ pub struct LimiterConfig {
     pub backend: Backend,
     /// The Redis connection and failure policy; required when `backend = "redis"`.
     #[serde(default)]
-    pub redis: Option<super::redis::RedisSettings>,
+    pub redis: Option<super::backend::RedisSettings>,
 }
 
 /// Where a limiter keeps its state.
