@@ -128,7 +128,7 @@ pub struct Limits {
     pub concurrent: Option<u64>,
 }
 
-/// Which algorithm keeps each dimension's state. See `DESIGN.md` §3 for the semantics.
+/// Which algorithm keeps each dimension's state. See the root `DESIGN.md`, §3 (strategies).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
