@@ -112,8 +112,10 @@ pub struct HubConfig {
     #[serde(default)]
     pub limits: LimiterConfig,
     /// The middlewares, outermost first (`on_request` order). Default: `logging`,
-    /// `rate_limit`, `retry`, `fallback`. Metrics are always collected: first, unless
-    /// `metrics` is listed to place them.
+    /// `rate_limit`, `retry`, `fallback`. `rate_limit` and `retry` are one governed step
+    /// (the request lifecycle), placed where the first of them is listed; listing one
+    /// without the other limits without retrying, or retries without limiting. Metrics
+    /// are always collected: first, unless `metrics` is listed to place them.
     #[serde(default = "default_middleware")]
     pub middleware: Vec<MiddlewareKind>,
     /// How a request's provider (and its fallback order) is chosen.
@@ -207,9 +209,9 @@ pub enum MiddlewareKind {
     Logging,
     /// The hub's metrics collector (always on; list it to choose its place).
     Metrics,
-    /// Acquire before, record after, on the hub's limiter.
+    /// Acquire before, record after, on the hub's limiter (the governed step).
     RateLimit,
-    /// Retries retryable errors after the limiter's backoff delay.
+    /// Retry retryable errors after the limiter's backoff delay (the governed step).
     Retry,
     /// Answers identical deterministic requests from the cache.
     Cache,

@@ -249,7 +249,7 @@ impl Hub {
         let mut ranking = self.selector.rank(request, &candidates).await;
         if ranking.is_empty() {
             // Every healthy provider is cooling down: better to try (the limiter and the
-            // retry middleware wait) than to fail at once.
+            // governed step's retries wait) than to fail at once.
             let warm: Vec<Candidate> = candidates
                 .into_iter()
                 .map(|c| Candidate {

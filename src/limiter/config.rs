@@ -128,7 +128,7 @@ pub struct Limits {
     pub concurrent: Option<u64>,
 }
 
-/// Which algorithm keeps each dimension's state. See `DESIGN.md` §3 for the semantics.
+/// Which algorithm keeps each dimension's state. See the root `DESIGN.md`, §3 (strategies).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
@@ -357,7 +357,7 @@ pub struct LimiterConfig {
     pub backend: Backend,
     /// The Redis connection and failure policy; required when `backend = "redis"`.
     #[serde(default)]
-    pub redis: Option<super::redis::RedisSettings>,
+    pub redis: Option<super::backend::RedisSettings>,
 }
 
 /// Where a limiter keeps its state.

@@ -27,8 +27,8 @@
 
 use crate::clock::Nanos;
 
-use super::algorithm::{saturate, Params};
 use super::config::Limit;
+use super::params::{saturate, Params};
 
 /// GCRA state for one dimension: one integer (TAT), plus the limit's constants.
 #[derive(Debug, Clone)]

@@ -41,9 +41,9 @@ use std::fmt;
 
 use crate::clock::Nanos;
 
-use super::algorithm::Params;
 use super::config::{Limit, Strategy};
 use super::leaky_bucket::PACING_TOLERANCE;
+use super::params::Params;
 
 /// Which bound a trace broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -34,8 +34,8 @@
 
 use crate::clock::Nanos;
 
-use super::algorithm::{saturate, Params};
 use super::config::Limit;
+use super::params::{saturate, Params};
 
 /// How much earlier than its cost's pace an admission may follow the previous one, in
 /// nanoseconds: the sub-nanosecond fraction of a slot carried over (see the module docs).

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use crate::clock::Nanos;
 
 pub mod algorithm;
+pub mod backend;
 pub mod backoff;
 pub mod config;
 pub mod gcra;
@@ -29,6 +30,7 @@ pub mod keyed;
 pub mod leaky_bucket;
 pub mod meta;
 pub mod multi;
+mod params;
 pub mod redis;
 pub mod sliding_counter;
 pub mod sliding_log;

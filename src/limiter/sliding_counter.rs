@@ -38,8 +38,8 @@
 
 use crate::clock::Nanos;
 
-use super::algorithm::{saturate, Params};
 use super::config::Limit;
+use super::params::{saturate, Params};
 
 /// Sliding-window-counter state for one dimension. Pure: every method takes `now`.
 #[derive(Debug, Clone)]

@@ -32,8 +32,8 @@ use std::collections::VecDeque;
 
 use crate::clock::Nanos;
 
-use super::algorithm::Params;
 use super::config::Limit;
+use super::params::Params;
 
 /// Exact sliding-window state for one dimension. Pure: every method takes `now`.
 #[derive(Debug, Clone)]

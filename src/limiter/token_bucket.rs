@@ -20,8 +20,8 @@
 
 use crate::clock::Nanos;
 
-use super::algorithm::{saturate, Params};
 use super::config::Limit;
+use super::params::{saturate, Params};
 
 /// The lowest level (scaled) a debt may reach; keeps `full - level` inside `i128`.
 const MIN_LEVEL: i128 = -(1 << 125);

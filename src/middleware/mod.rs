@@ -127,7 +127,7 @@ pub enum ErrorAction {
 /// call's [`MiddlewareContext`]. All hooks have no-op defaults.
 #[async_trait]
 pub trait Middleware: Send + Sync + fmt::Debug {
-    /// A short stable name for errors and logs (`"rate_limit"`, `"retry"`).
+    /// A short stable name for errors and logs (`"governor"`, `"cache"`).
     fn name(&self) -> &str;
 
     /// Before the provider is called; an error stops the call.

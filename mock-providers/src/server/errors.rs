@@ -1,4 +1,5 @@
-//! The providers' own error bodies and statuses, byte for byte where DESIGN.md §4 gives them.
+//! The providers' own error bodies and statuses, byte for byte where the root `DESIGN.md` §4
+//! (wire facts) gives them.
 //!
 //! OpenAI: `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
 //! Azure: `{"error":{"code":…,"message":…}}` for gateway errors (401, 404, 429); errors from
@@ -257,7 +258,7 @@ impl ApiError {
     }
 
     /// OpenAI's 429 `insufficient_quota`: the billing quota is used up, so waiting does not
-    /// help (the body of DESIGN.md §4; the same body on Azure routes).
+    /// help (the body in the root `DESIGN.md` §4; the same body on Azure routes).
     pub fn insufficient_quota() -> Self {
         Self::openai(
             StatusCode::TOO_MANY_REQUESTS,

@@ -6,7 +6,6 @@ mod admin;
 mod answer;
 mod auth;
 pub mod errors;
-mod fast_chat;
 pub mod headers;
 mod pipeline;
 pub mod request;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::error::{Locator, Problem};
+use super::fields::{check_name, not_used};
 use super::raw::{RawLimiter, RawRetry, RawStrategy, RawThresholds};
-use super::validate::{check_name, not_used};
 use super::{LimiterSpec, ProviderSpec, RetrySpec, Threshold, Workload};
 use crate::limiter::{
     Backend, ConfigError, RateLimitConfig, RateLimitType, Strategy, TokenAccounting, Unit,

@@ -7,6 +7,7 @@
 //! turned into the library's [`RateLimitConfig`] — so the runner never re-interprets text.
 
 pub(crate) mod error;
+mod fields;
 mod limiters;
 mod plan;
 mod raw;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::error::Problem;
+use super::fields::not_used;
 use super::raw::{RawArrival, RawDist, RawDistKind, RawPhase, RawProcess, RawWorkload};
-use super::validate::not_used;
 use super::{Arrival, Phase, ProviderSpec, Target, TokenDist, Workload};
 
 /// Highest open-loop arrival rate accepted, requests per second.

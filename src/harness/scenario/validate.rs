@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::error::{parse_located, Locator, Problem, ScenarioError};
+use super::fields::{check_name, not_used};
 use super::limiters::{limiters, retry, thresholds, warnings};
 use super::raw::{RawProvider, RawQuota, RawScenario};
 use super::traffic::{phases, workload};
@@ -47,34 +48,6 @@ fn build(
         text: text.to_owned(),
         origin: origin.to_owned(),
     })
-}
-
-/// Names become directory names and CSV cells: keep them to a safe alphabet.
-pub(super) fn check_name(path: &str, name: &str) -> Result<String, Problem> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(Problem::new(
-            path,
-            format!(
-                "invalid name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-            ),
-        ))
-    }
-}
-
-pub(super) fn not_used(path: String, present: bool, why: &str) -> Result<(), Problem> {
-    if present {
-        Err(Problem::new(path, format!("not used {why}")))
-    } else {
-        Ok(())
-    }
 }
 
 fn provider(p: &RawProvider) -> Result<ProviderSpec, Problem> {

@@ -63,7 +63,6 @@ mod api;
 mod link;
 mod ops;
 mod plan;
-mod settings;
 mod ticket;
 
 use std::collections::HashMap;
@@ -78,8 +77,8 @@ use crate::limiter::config::{ConfigError, LimiterConfig};
 use crate::limiter::keyed::KeyedLimiter;
 use crate::limiter::{Cost, Denial, LimitKey, Permit, RateLimiter};
 
+pub use crate::limiter::backend::{FailurePolicy, RedisSettings, SettingsError};
 pub use link::RedisFailure;
-pub use settings::{FailurePolicy, RedisSettings, SettingsError};
 
 use link::Link;
 use ops::Change;

@@ -10,7 +10,7 @@ use crate::limiter::config::{
 };
 use crate::limiter::{Cost, Denial, LimitKey};
 
-use super::settings::RedisSettings;
+use crate::limiter::backend::RedisSettings;
 
 /// Largest scaled quantity the script keeps exact (Lua numbers are doubles: 2^53, with
 /// one bit of room for sums of two such values).

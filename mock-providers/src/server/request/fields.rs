@@ -1,13 +1,13 @@
 //! Field-level validation shared by every body reader: the OpenAI error wording for a
 //! missing field, a wrong type, an out-of-range integer, and the accepted chat roles. One
-//! place words these errors so the readers (and `server::fast_chat`) agree.
+//! place words these errors so the readers (and `fast_chat`) agree.
 
 use serde_json::{Map, Value};
 
 use super::super::errors::ApiError;
 
 /// The chat roles OpenAI accepts.
-pub(crate) fn valid_role(role: &str) -> bool {
+pub(super) fn valid_role(role: &str) -> bool {
     matches!(
         role,
         "system" | "assistant" | "user" | "function" | "tool" | "developer"

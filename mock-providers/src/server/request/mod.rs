@@ -4,13 +4,15 @@
 //!
 //! Split by seam: `types` holds the validated shapes, `body` the operation-specific
 //! readers, `sampling` the shared sampling parameters, `fields` the error wording every
-//! reader uses; this file is the entry point.
+//! reader uses, `fast_chat` the typed fast path for well-formed chat requests; this file
+//! is the entry point.
 
 use serde_json::Value;
 
 use super::errors::ApiError;
 
 mod body;
+mod fast_chat;
 mod fields;
 mod sampling;
 mod types;
@@ -18,17 +20,16 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub(super) use fields::valid_role;
 use fields::{missing, type_name, wrong_type};
 pub use types::{Body, Message, Operation, ParsedRequest, SamplingParams};
 
 /// Parses and validates `bytes` for `op`; `model_required` on OpenAI routes.
 ///
-/// A well-formed chat request takes a typed fast path (`server::fast_chat`); anything it
+/// A well-formed chat request takes a typed fast path (`fast_chat`); anything it
 /// does not accept is read here, the one place that words errors.
 pub fn parse(bytes: &[u8], op: Operation, model_required: bool) -> Result<ParsedRequest, ApiError> {
     if op == Operation::Chat {
-        if let Some(parsed) = super::fast_chat::parse(bytes, model_required) {
+        if let Some(parsed) = fast_chat::parse(bytes, model_required) {
             return Ok(parsed);
         }
     }

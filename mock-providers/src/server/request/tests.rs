@@ -1,4 +1,5 @@
-//! Tests of [`super::parse`]: fields read, errors naming their `param`, embedding inputs.
+//! Tests of [`super::parse`]: fields read, errors naming their `param`, embedding inputs,
+//! and the fast chat path agreeing with the general reader.
 
 use super::*;
 
@@ -87,4 +88,62 @@ fn embedding_inputs_and_formats() {
     assert_eq!(token_inputs, [None, Some(3)]);
     assert!(base64);
     assert_eq!(dimensions, Some(8));
+}
+
+#[test]
+fn fast_path_agrees_with_the_general_reader() {
+    let msg = r#""messages":[{"role":"user","content":"hi"}]"#;
+    let bodies = [
+        format!(r#"{{"model":"m",{msg}}}"#),
+        format!(r#"{{"model":"m",{msg},"max_tokens":5,"max_completion_tokens":7,"n":2}}"#),
+        format!(
+            r#"{{"model":"m",{msg},"stop":"x","stream":true,"stream_options":{{"include_usage":true}}}}"#
+        ),
+        format!(
+            r#"{{"model":"m",{msg},"stop":["a","b","c","d"],"temperature":0,"seed":-1,"user":"u"}}"#
+        ),
+        format!(r#"{{"model":"m",{msg},"stop":["a","b","c","d","e"]}}"#),
+        format!(r#"{{"model":"m",{msg},"stop":[]}}"#),
+        format!(r#"{{"model":"m",{msg},"stream_options":{{"include_usage":true}}}}"#),
+        format!(r#"{{"model":"m",{msg},"stream_options":null,"stream":null}}"#),
+        format!(r#"{{"model":"m",{msg},"max_tokens":0}}"#),
+        format!(r#"{{"model":"m",{msg},"max_tokens":5.0}}"#),
+        format!(r#"{{"model":"m",{msg},"max_tokens":1e2}}"#),
+        format!(r#"{{"model":"m",{msg},"max_tokens":null,"n":null,"temperature":null}}"#),
+        format!(r#"{{"model":"m",{msg},"n":129}}"#),
+        format!(r#"{{"model":"m",{msg},"temperature":2.5}}"#),
+        format!(r#"{{"model":"m",{msg},"temperature":2}}"#),
+        format!(r#"{{"model":"m",{msg},"seed":18446744073709551615}}"#),
+        format!(r#"{{"model":"m",{msg},"user":null,"tools":[{{"x":1}}]}}"#),
+        format!(r#"{{"model":null,{msg}}}"#),
+        format!(r#"{{{msg}}}"#),
+        format!(r#"{{"model":"m",{msg},"model":"n"}}"#),
+        r#"{"model":"m","messages":[]}"#.to_owned(),
+        r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#.to_owned(),
+        r#"{"model":"m","messages":[{"role":"assistant","content":null}]}"#.to_owned(),
+        r#"{"model":"m","messages":[{"role":"user","content":null}]}"#.to_owned(),
+        r#"{"model":"m","messages":[{"role":"user"}]}"#.to_owned(),
+        r#"{"model":"m","messages":[{"role":"user","content":"a\"b\u00e9","name":"x"}]}"#
+            .to_owned(),
+        r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#
+            .to_owned(),
+        r#"{"model":"m","messages":[{"role":"user","content":"x","name":null}]}"#.to_owned(),
+        r#"[1]"#.to_owned(),
+        r#"{"#.to_owned(),
+    ];
+    for body in &bodies {
+        for required in [true, false] {
+            let slow = parse_slow(body.as_bytes(), Operation::Chat, required);
+            if let Some(fast) = fast_chat::parse(body.as_bytes(), required) {
+                assert_eq!(
+                    slow.as_ref().ok(),
+                    Some(&fast),
+                    "{body} (required {required})"
+                );
+            }
+        }
+    }
+    // The common case does take the fast path.
+    assert!(fast_chat::parse(bodies[0].as_bytes(), true).is_some());
+    assert!(fast_chat::parse(bodies[2].as_bytes(), true).is_some());
 }

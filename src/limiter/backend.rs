@@ -2,7 +2,10 @@
 //!
 //! Kept apart from the limits themselves ([`LimiterConfig`](crate::limiter::LimiterConfig)):
 //! the same limits run on the in-memory or the Redis backend, and only these settings
-//! differ.
+//! differ. They live outside [`redis`](super::redis) because the configuration holds them
+//! (its `[redis]` table) and the Redis limiter reads the configuration: the configuration
+//! depends on this module, never on the Redis limiter. [`redis`](super::redis) re-exports
+//! them under their old paths.
 
 use std::time::Duration;
 

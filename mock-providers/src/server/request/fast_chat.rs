@@ -2,7 +2,7 @@
 //! `serde_json::Value` tree, for the common case only.
 //!
 //! It accepts a request only when it is certain the general reader
-//! ([`super::request::parse`]) would accept it with the same result; anything unusual
+//! ([`super::parse_slow`]) would accept it with the same result; anything unusual
 //! (content parts, an invalid value, a duplicate key) returns `None` and goes the general
 //! way, which alone words errors. `fast_path_agrees_with_the_general_reader` checks this.
 
@@ -10,7 +10,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::request::{valid_role, Body, Message, ParsedRequest, SamplingParams};
+use super::fields::valid_role;
+use super::types::{Body, Message, ParsedRequest, SamplingParams};
 
 #[derive(Deserialize)]
 struct Chat<'a> {
@@ -113,68 +114,4 @@ pub fn parse(bytes: &[u8], model_required: bool) -> Option<ParsedRequest> {
         model: c.model.map(Cow::into_owned),
         body: Body::Chat { messages, params },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::request::{parse_slow, Operation};
-    use super::*;
-
-    #[test]
-    fn fast_path_agrees_with_the_general_reader() {
-        let msg = r#""messages":[{"role":"user","content":"hi"}]"#;
-        let bodies = [
-            format!(r#"{{"model":"m",{msg}}}"#),
-            format!(r#"{{"model":"m",{msg},"max_tokens":5,"max_completion_tokens":7,"n":2}}"#),
-            format!(
-                r#"{{"model":"m",{msg},"stop":"x","stream":true,"stream_options":{{"include_usage":true}}}}"#
-            ),
-            format!(
-                r#"{{"model":"m",{msg},"stop":["a","b","c","d"],"temperature":0,"seed":-1,"user":"u"}}"#
-            ),
-            format!(r#"{{"model":"m",{msg},"stop":["a","b","c","d","e"]}}"#),
-            format!(r#"{{"model":"m",{msg},"stop":[]}}"#),
-            format!(r#"{{"model":"m",{msg},"stream_options":{{"include_usage":true}}}}"#),
-            format!(r#"{{"model":"m",{msg},"stream_options":null,"stream":null}}"#),
-            format!(r#"{{"model":"m",{msg},"max_tokens":0}}"#),
-            format!(r#"{{"model":"m",{msg},"max_tokens":5.0}}"#),
-            format!(r#"{{"model":"m",{msg},"max_tokens":1e2}}"#),
-            format!(r#"{{"model":"m",{msg},"max_tokens":null,"n":null,"temperature":null}}"#),
-            format!(r#"{{"model":"m",{msg},"n":129}}"#),
-            format!(r#"{{"model":"m",{msg},"temperature":2.5}}"#),
-            format!(r#"{{"model":"m",{msg},"temperature":2}}"#),
-            format!(r#"{{"model":"m",{msg},"seed":18446744073709551615}}"#),
-            format!(r#"{{"model":"m",{msg},"user":null,"tools":[{{"x":1}}]}}"#),
-            format!(r#"{{"model":null,{msg}}}"#),
-            format!(r#"{{{msg}}}"#),
-            format!(r#"{{"model":"m",{msg},"model":"n"}}"#),
-            r#"{"model":"m","messages":[]}"#.to_owned(),
-            r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#.to_owned(),
-            r#"{"model":"m","messages":[{"role":"assistant","content":null}]}"#.to_owned(),
-            r#"{"model":"m","messages":[{"role":"user","content":null}]}"#.to_owned(),
-            r#"{"model":"m","messages":[{"role":"user"}]}"#.to_owned(),
-            r#"{"model":"m","messages":[{"role":"user","content":"a\"b\u00e9","name":"x"}]}"#
-                .to_owned(),
-            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#
-                .to_owned(),
-            r#"{"model":"m","messages":[{"role":"user","content":"x","name":null}]}"#.to_owned(),
-            r#"[1]"#.to_owned(),
-            r#"{"#.to_owned(),
-        ];
-        for body in &bodies {
-            for required in [true, false] {
-                let slow = parse_slow(body.as_bytes(), Operation::Chat, required);
-                if let Some(fast) = parse(body.as_bytes(), required) {
-                    assert_eq!(
-                        slow.as_ref().ok(),
-                        Some(&fast),
-                        "{body} (required {required})"
-                    );
-                }
-            }
-        }
-        // The common case does take the fast path.
-        assert!(parse(bodies[0].as_bytes(), true).is_some());
-        assert!(parse(bodies[2].as_bytes(), true).is_some());
-    }
 }
