@@ -265,13 +265,7 @@ impl KeyedLimiter {
         let state = self.state(permit.key());
         let now = self.clock.now();
         let est = permit.charged();
-        let (refund_tokens, refund_requests) = match state.accounting {
-            TokenAccounting::Actual => (
-                est.tokens as i64 - actual.tokens as i64,
-                est.requests as i64 - actual.requests as i64,
-            ),
-            TokenAccounting::Estimate => (0, 0),
-        };
+        let (refund_requests, refund_tokens) = state.accounting.reconcile(est, actual);
         let paused_for = {
             let mut inner = state.inner.lock();
             inner.limits.adjust(now, Unit::Tokens, refund_tokens);

@@ -478,7 +478,8 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
     }
 
     /// Hub-specification name: charges `tokens` used on the provider-wide key after the
-    /// fact (no estimate was made, so all of it is charged).
+    /// fact. No estimate was made, so all of it is charged, whatever the key's
+    /// [`TokenAccounting`] (see [`TokenAccounting::reconcile`]), on every backend.
     async fn update_usage(&self, provider: &str, tokens: u64) -> Result<(), LimitError> {
         let key = LimitKey::provider(provider);
         let permit = Permit::new(key, Cost::ZERO, 0, Duration::ZERO);

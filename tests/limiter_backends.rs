@@ -1,0 +1,76 @@
+//! The same calls on the in-memory and the Redis limiter give the same answers: the
+//! hub-specification helpers (`update_usage`, `check_limit`) and the permits in flight.
+//! Each sequence runs on a [`KeyedLimiter`] (manual clock, exact) and on a
+//! [`RedisLimiter`] against a private redis-server (skipped with a `SKIP` line without
+//! one); the Redis side may be one token above the memory side, the refill of a
+//! `1000/1h` bucket during the test's real second.
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use connector_hub::clock::{ManualClock, SystemClock};
+use connector_hub::limiter::redis::{RedisLimiter, RedisSettings};
+use connector_hub::limiter::{
+    Cost, KeyedLimiter, LimitKey, LimiterConfig, RateLimiter, ResponseMeta, UsageStats,
+};
+use redis_server::RedisServer;
+
+static PREFIX: AtomicUsize = AtomicUsize::new(0);
+
+fn config(limit: &str) -> LimiterConfig {
+    LimiterConfig::from_toml(&format!("[default]\n{limit}")).expect("valid test config")
+}
+
+fn memory(limit: &str) -> KeyedLimiter {
+    KeyedLimiter::new(config(limit), Arc::new(ManualClock::new(0))).expect("valid limits")
+}
+
+async fn redis(server: &RedisServer, limit: &str) -> RedisLimiter {
+    let settings = RedisSettings::new(server.url())
+        .with_key_prefix(format!("b{}", PREFIX.fetch_add(1, Ordering::Relaxed)));
+    RedisLimiter::connect(config(limit), settings, Arc::new(SystemClock::new()))
+        .await
+        .expect("connects to the test server")
+}
+
+/// One admission of 100 tokens that used 30, then an after-the-fact `update_usage` of 250,
+/// on the provider-wide key; the stats after.
+async fn reconcile_then_update(l: &dyn RateLimiter) -> UsageStats {
+    let key = LimitKey::provider("p");
+    let permit = l.acquire(&key, Cost::request(100)).await.expect("admitted");
+    l.record_usage(permit, Cost::request(30), &ResponseMeta::default())
+        .await
+        .expect("recorded");
+    l.update_usage("p", 250).await.expect("charged");
+    l.usage_stats(&key).await.expect("stats")
+}
+
+#[tokio::test]
+async fn update_usage_charges_all_its_tokens_on_both_backends_whatever_the_accounting() {
+    let server = RedisServer::start_or_skip();
+    // `estimate` keeps the admission's 100; `actual` keeps its 30. Both charge all 250.
+    for (accounting, remaining, charged) in [("estimate", 650, 350), ("actual", 720, 280)] {
+        let limit = format!("limits = {{ tokens = \"1000/1h\" }}\naccounting = \"{accounting}\"");
+        let mem = reconcile_then_update(&memory(&limit)).await;
+        assert_eq!(
+            mem.tokens_remaining(),
+            Some(remaining),
+            "memory/{accounting}"
+        );
+        assert_eq!(mem.tokens_charged, charged, "memory/{accounting}");
+        let Some(server) = &server else { continue };
+        let red = reconcile_then_update(&redis(server, &limit).await).await;
+        let (m, r) = (
+            remaining,
+            red.tokens_remaining().expect("a token dimension"),
+        );
+        assert!(
+            (m..=m + 1).contains(&r),
+            "redis/{accounting}: {r} tokens remaining, memory {m}"
+        );
+        assert_eq!(red.tokens_charged, charged, "redis/{accounting}");
+    }
+}
