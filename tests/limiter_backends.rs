@@ -74,3 +74,52 @@ async fn update_usage_charges_all_its_tokens_on_both_backends_whatever_the_accou
         assert_eq!(red.tokens_charged, charged, "redis/{accounting}");
     }
 }
+
+/// Three admissions: one held, one recorded, one dropped; `in_flight` after each step.
+async fn in_flight_steps(l: &dyn RateLimiter) -> Vec<u64> {
+    let key = LimitKey::new("p", "m");
+    let in_flight = || async { l.usage_stats(&key).await.expect("stats").in_flight };
+    let mut steps = Vec::new();
+    let held = l
+        .try_acquire(&key, Cost::request(1))
+        .await
+        .expect("admitted");
+    let recorded = l
+        .try_acquire(&key, Cost::request(1))
+        .await
+        .expect("admitted");
+    let dropped = l
+        .try_acquire(&key, Cost::request(1))
+        .await
+        .expect("admitted");
+    steps.push(in_flight().await);
+    l.record_usage(recorded, Cost::request(1), &ResponseMeta::default())
+        .await
+        .expect("recorded");
+    steps.push(in_flight().await);
+    drop(dropped);
+    steps.push(in_flight().await);
+    drop(held);
+    steps.push(in_flight().await);
+    steps
+}
+
+#[tokio::test]
+async fn a_dropped_permit_leaves_in_flight_on_both_backends() {
+    let server = RedisServer::start_or_skip();
+    // Without a `concurrent` limit (counted apart from slots) and with one.
+    for limit in [
+        "limits = { rpm = 100 }",
+        "limits = { rpm = 100, concurrent = 10 }",
+    ] {
+        let want = vec![3, 2, 1, 0];
+        assert_eq!(
+            in_flight_steps(&memory(limit)).await,
+            want,
+            "memory: {limit}"
+        );
+        let Some(server) = &server else { continue };
+        let got = in_flight_steps(&redis(server, limit).await).await;
+        assert_eq!(got, want, "redis: {limit}");
+    }
+}

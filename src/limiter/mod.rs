@@ -129,6 +129,25 @@ pub struct Permit {
     waited: Duration,
     /// Released (dropped) when the permit is recorded or dropped: a concurrency slot.
     guard: Option<Box<dyn Send + Sync>>,
+    /// Told when the permit ends (recorded or dropped), without an allocation per permit.
+    end: Option<EndHook>,
+}
+
+/// Told when a permit ends — recorded or dropped, whichever comes first, exactly once: how
+/// a backend counts permits in flight and frees concurrency slots. Attached as a shared
+/// `Arc` (one reference count per permit, no allocation).
+pub(crate) trait PermitEnd: Send + Sync {
+    /// One permit of this owner has ended.
+    fn permit_ended(&self);
+}
+
+/// Calls [`PermitEnd::permit_ended`] when dropped with its permit.
+struct EndHook(Arc<dyn PermitEnd>);
+
+impl Drop for EndHook {
+    fn drop(&mut self) {
+        self.0.permit_ended();
+    }
 }
 
 impl Permit {
@@ -140,7 +159,14 @@ impl Permit {
             admitted_at,
             waited,
             guard: None,
+            end: None,
         }
+    }
+
+    /// Attaches `owner`, told once when the permit is recorded or dropped.
+    pub(crate) fn with_end_hook(mut self, owner: Arc<dyn PermitEnd>) -> Self {
+        self.end = Some(EndHook(owner));
+        self
     }
 
     /// Attaches a guard that is dropped with the permit (e.g. to return a concurrency slot).
@@ -177,7 +203,7 @@ impl fmt::Debug for Permit {
             .field("charged", &self.charged)
             .field("admitted_at", &self.admitted_at)
             .field("waited", &self.waited)
-            .field("guarded", &self.guard.is_some())
+            .field("guarded", &(self.guard.is_some() || self.end.is_some()))
             .finish()
     }
 }
