@@ -10,12 +10,15 @@ mod redis_server;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use connector_hub::clock::{ManualClock, SystemClock};
 use connector_hub::limiter::redis::{RedisLimiter, RedisSettings};
 use connector_hub::limiter::{
-    Cost, KeyedLimiter, LimitKey, LimiterConfig, RateLimiter, ResponseMeta, UsageStats,
+    Cost, Denial, KeyedLimiter, LimitError, LimitKey, LimiterConfig, RateLimitType, RateLimiter,
+    ResponseMeta, UsageStats,
 };
+use futures::FutureExt;
 use redis_server::RedisServer;
 
 static PREFIX: AtomicUsize = AtomicUsize::new(0);
@@ -121,5 +124,74 @@ async fn a_dropped_permit_leaves_in_flight_on_both_backends() {
         let Some(server) = &server else { continue };
         let got = in_flight_steps(&redis(server, limit).await).await;
         assert_eq!(got, want, "redis: {limit}");
+    }
+}
+
+fn denied_for(retry_after: Duration) -> LimitError {
+    LimitError::Denied {
+        key: LimitKey::provider("p"),
+        denial: Denial::Wait {
+            dimension: RateLimitType::RequestsPerMinute,
+            retry_after,
+        },
+    }
+}
+
+#[tokio::test]
+async fn check_limit_answers_at_once_with_the_refusing_dimension_and_exact_wait() {
+    let clock = ManualClock::new(0);
+    let l = KeyedLimiter::new(config("limits = { rpm = 1 }"), Arc::new(clock.clone()))
+        .expect("valid limits");
+    // `now_or_never`: the answer must be ready on the first poll, with no time passing.
+    let check = || l.check_limit("p").now_or_never().expect("answers at once");
+    check().expect("the first is admitted");
+    let e = check().expect_err("the second is denied");
+    assert_eq!(e, denied_for(Duration::from_secs(60)));
+    let message = e.to_string();
+    assert!(
+        message.contains("p/*") && message.contains("(RPM)") && message.contains("60s"),
+        "{message}"
+    );
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(check(), Err(denied_for(Duration::from_secs(40))));
+    clock.advance(Duration::from_secs(40) - Duration::from_nanos(1));
+    assert_eq!(check(), Err(denied_for(Duration::from_nanos(1))));
+    clock.advance(Duration::from_nanos(1));
+    check().expect("admitted exactly after the wait");
+    // The admission's charge is kept.
+    let stats = l.get_usage("p").await.expect("stats");
+    assert_eq!(stats.requests_remaining(), Some(0));
+    assert_eq!((stats.admitted, stats.in_flight), (2, 0));
+}
+
+#[tokio::test]
+async fn check_limit_on_redis_answers_at_once_with_the_wait() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let l = redis(&server, "limits = { rpm = 1 }").await;
+    let check = || async {
+        tokio::time::timeout(Duration::from_secs(5), l.check_limit("p"))
+            .await
+            .expect("answers at once, does not wait for the next minute")
+    };
+    check().await.expect("the first is admitted");
+    match check().await {
+        Err(LimitError::Denied {
+            key,
+            denial:
+                Denial::Wait {
+                    dimension,
+                    retry_after,
+                },
+        }) => {
+            assert_eq!(key, LimitKey::provider("p"));
+            assert_eq!(dimension, RateLimitType::RequestsPerMinute);
+            assert!(
+                retry_after > Duration::from_secs(55) && retry_after <= Duration::from_secs(60),
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("{other:?}"),
     }
 }

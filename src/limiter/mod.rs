@@ -343,6 +343,16 @@ pub enum LimitError {
         /// What failed.
         reason: String,
     },
+    /// A call that answers at once ([`RateLimiter::check_limit`]) was refused for now:
+    /// the denial says why and, where there is one, the exact wait (e.g. `Wait` with the
+    /// refusing dimension and `retry_after`).
+    #[error("request on {key} denied now: {denial}")]
+    Denied {
+        /// The key.
+        key: LimitKey,
+        /// Why, with the refusing dimension and the wait where there is one.
+        denial: Denial,
+    },
 }
 
 impl LimitError {
@@ -496,11 +506,22 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
     async fn reset(&self, key: &LimitKey) -> Result<(), LimitError>;
 
     /// Hub-specification name: admits one request on the provider-wide key
-    /// ([`LimitKey::provider`]), waiting as `acquire` does. The charge is kept.
+    /// ([`LimitKey::provider`]) now, as [`try_acquire`](Self::try_acquire) does, or answers
+    /// at once why not — never waits. Admitted, the charge is kept (the permit is dropped).
+    /// Refused for now (a dimension's wait, a pause, full slots, queued waiters):
+    /// [`LimitError::Denied`] carrying the [`Denial`] (refusing dimension, exact wait).
+    /// Never admissible: [`LimitError::Exceeds`]; a shared backend down under `fail_closed`:
+    /// [`LimitError::Unavailable`] — as `acquire` would fail.
     async fn check_limit(&self, provider: &str) -> Result<(), LimitError> {
-        self.acquire(&LimitKey::provider(provider), Cost::request(0))
-            .await
-            .map(drop)
+        let key = LimitKey::provider(provider);
+        match self.try_acquire(&key, Cost::request(0)).await {
+            Ok(permit) => {
+                drop(permit);
+                Ok(())
+            }
+            Err(denial) => Err(LimitError::from_denial(&key, &denial)
+                .unwrap_or(LimitError::Denied { key, denial })),
+        }
     }
 
     /// Hub-specification name: charges `tokens` used on the provider-wide key after the
