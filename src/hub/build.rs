@@ -9,7 +9,7 @@ use super::config::{HubConfig, MiddlewareKind, SelectorKind};
 use super::{Cooldown, Entry, Hub, HubOptions, Slot};
 use crate::cache::MemoryCache;
 use crate::harness::scenario::error::Problem;
-use crate::limiter::{KeyedLimiter, RateLimiter};
+use crate::limiter::RateLimiter;
 use crate::metrics::{MetricsCollector, MetricsMiddleware};
 use crate::middleware::{
     AuthMiddleware, CacheMiddleware, CredentialSource, LoggingMiddleware, Middleware, ProviderSet,
@@ -62,10 +62,7 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
         });
     }
 
-    let limiter: Arc<dyn RateLimiter> = Arc::new(
-        KeyedLimiter::new(config.limits.clone(), clock.clone())
-            .map_err(|e| Problem::new("limits", e))?,
-    );
+    let limiter: Arc<dyn RateLimiter> = super::limits::build(&config.limits, clock.clone())?;
     let mut rate_limit = RateLimitMiddleware::new(limiter.clone());
     for p in &config.providers {
         let deployment = p

@@ -571,3 +571,26 @@ pub async fn build(
         (Backend::Memory, _) => Ok(Arc::new(KeyedLimiter::new(config, clock)?)),
     }
 }
+
+/// [`build`] without waiting, for synchronous code and outside a runtime: the Redis backend
+/// is made with [`RedisLimiter::lazy`](redis::RedisLimiter::lazy) and connects on its
+/// first call (a Redis that does not answer then gets the configured failure policy).
+/// Fails only on configuration: settings or limits out of range, a bad URL, no `[redis]`
+/// table with `backend = "redis"`.
+pub fn build_lazy(
+    config: LimiterConfig,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<Arc<dyn RateLimiter>, BuildError> {
+    match (config.backend, config.redis.clone()) {
+        (Backend::Redis, Some(settings)) => Ok(Arc::new(redis::RedisLimiter::lazy(
+            config, settings, clock,
+        )?)),
+        (Backend::Redis, None) => Err(ConfigError::Invalid {
+            field: "backend",
+            value: "redis".into(),
+            reason: "needs a [redis] table with at least `url`",
+        }
+        .into()),
+        (Backend::Memory, _) => Ok(Arc::new(KeyedLimiter::new(config, clock)?)),
+    }
+}
