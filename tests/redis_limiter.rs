@@ -596,3 +596,35 @@ async fn unlimited_keys_and_leaky_pacing() {
         "{retry:?}"
     );
 }
+
+#[tokio::test]
+async fn a_lazy_limiter_connects_and_loads_the_script_on_its_first_call() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let l = RedisLimiter::lazy(
+        config("limits = { rpm = 2 }"),
+        settings(&server),
+        Arc::new(SystemClock::new()),
+    )
+    .expect("built without connecting");
+    let functions = redis_cmd(&server, &["FUNCTION", "LIST"]).await;
+    assert_eq!(functions, redis::Value::Array(vec![]), "nothing loaded yet");
+    // Concurrent first calls: one load, both answered by the script.
+    let k = key();
+    let (a, b) = tokio::join!(
+        l.try_acquire(&k, Cost::request(1)),
+        l.try_acquire(&k, Cost::request(1))
+    );
+    a.expect("admitted");
+    b.expect("admitted");
+    assert_eq!(l.script_reloads(), 0, "a first load is not a reload");
+    assert_eq!(
+        l.try_acquire(&key(), Cost::request(1))
+            .await
+            .unwrap_err()
+            .dimension(),
+        Some(RateLimitType::RequestsPerMinute)
+    );
+    assert_eq!(l.usage_stats(&key()).await.unwrap().admitted, 2);
+}

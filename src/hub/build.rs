@@ -9,7 +9,7 @@ use super::config::{HubConfig, MiddlewareKind, SelectorKind};
 use super::{Cooldown, Entry, Hub, HubOptions, Slot};
 use crate::cache::MemoryCache;
 use crate::harness::scenario::error::Problem;
-use crate::limiter::{KeyedLimiter, RateLimiter};
+use crate::limiter::RateLimiter;
 use crate::metrics::{FanOut, HdrMetrics, MetricsCollector, MetricsMiddleware};
 use crate::middleware::{
     AuthMiddleware, CacheMiddleware, CredentialSource, GovernorMiddleware, LoggingMiddleware,
@@ -63,10 +63,7 @@ pub(super) fn assemble(config: HubConfig, options: HubOptions) -> Result<Hub, Pr
         });
     }
 
-    let limiter: Arc<dyn RateLimiter> = Arc::new(
-        KeyedLimiter::new(config.limits.clone(), clock.clone())
-            .map_err(|e| Problem::new("limits", e))?,
-    );
+    let limiter: Arc<dyn RateLimiter> = super::limits::build(&config.limits, clock.clone())?;
     // Rate limiting and retries are one governed step (one request lifecycle), placed
     // where the first of `rate_limit` / `retry` is listed.
     let limits = config.middleware.contains(&MiddlewareKind::RateLimit);

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::harness::scenario::error::{parse_located, Problem};
 use crate::harness::scenario::ScenarioError;
-use crate::limiter::{Backend, LimiterConfig};
+use crate::limiter::LimiterConfig;
 use crate::units::de_duration;
 
 /// A hub configuration that cannot be read or used. `Display` is
@@ -94,6 +94,8 @@ impl From<ScenarioError> for HubError {
 /// config = { api_key = "sk-…", base_url = "https://api.openai.com/v1" }
 ///
 /// [limits]                        # a crate::limiter::LimiterConfig
+/// backend = "memory"              # or "redis": one quota for every hub process, with
+/// # [limits.redis] url = "redis://127.0.0.1:6379/0" (crate::limiter::redis::RedisSettings)
 /// [[limits.key]]
 /// provider = "primary"
 /// limit = { limits = { rpm = 500, tpm = 30000 } }
@@ -108,7 +110,9 @@ pub struct HubConfig {
     /// The providers, built by their plugins (`[[provider]]`).
     #[serde(rename = "provider")]
     pub providers: Vec<ProviderEntry>,
-    /// Client-side limits per key (provider id, model[, deployment]).
+    /// Client-side limits per key (provider id, model[, deployment]), kept in this
+    /// process or, with `backend = "redis"` and a `[limits.redis]` table, in Redis (shared
+    /// by every hub on that server; connected on first use).
     #[serde(default)]
     pub limits: LimiterConfig,
     /// The middlewares, outermost first (`on_request` order). Default: `logging`,
@@ -334,22 +338,7 @@ fn check(c: &HubConfig) -> Result<(), Problem> {
     if c.cache.bytes == 0 {
         return Err(Problem::new("cache.bytes", "must be at least 1"));
     }
-    if let Some(d) = &c.limits.default {
-        d.dimensions()
-            .map_err(|e| Problem::new("limits.default", e))?;
-    }
-    for (i, rule) in c.limits.keys.iter().enumerate() {
-        rule.limit
-            .dimensions()
-            .map_err(|e| Problem::new(format!("limits.key[{i}].limit"), e))?;
-    }
-    if c.limits.backend != Backend::Memory {
-        return Err(Problem::new(
-            "limits.backend",
-            "the hub keeps its limiter in memory; share limits across processes with a \
-             RedisLimiter in your own pipeline",
-        ));
-    }
+    super::limits::check(&c.limits)?;
     for id in c.auth.keys.keys() {
         if !c.providers.iter().any(|p| &p.id == id) {
             return Err(Problem::new(

@@ -28,6 +28,7 @@ use crate::selector::{Candidate, ProviderSelector};
 
 mod build;
 pub mod config;
+mod limits;
 
 pub use config::{
     AuthSettings, CacheSettings, ConfigValue, HubConfig, HubError, MiddlewareKind, ProviderEntry,
@@ -153,7 +154,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Builds a hub from config `text` with [`HubOptions::default`].
+    /// Builds a hub from config `text` with [`HubOptions::default`]. Never waits, and
+    /// needs no runtime: with `limits.backend = "redis"` the limiter connects to Redis on
+    /// the first request.
     pub fn from_toml_str(text: &str) -> Result<Self, HubError> {
         HubOptions::default().load_str(text, "<string>")
     }

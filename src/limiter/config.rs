@@ -156,6 +156,31 @@ pub enum TokenAccounting {
     Estimate,
 }
 
+impl TokenAccounting {
+    /// What `record_usage` gives back for a permit that `charged` at admission and whose
+    /// request used `actual`: `(requests, tokens)`, each positive for a refund, negative for
+    /// an extra charge. Every backend applies this one rule.
+    ///
+    /// `Actual` gives back `charged − actual` (or charges the excess). `Estimate` keeps the
+    /// charge whatever the actual usage — except for a permit that charged nothing at
+    /// admission (an after-the-fact report such as `update_usage`): there the actual usage
+    /// is all there is, and all of it is charged.
+    pub fn reconcile(self, charged: Cost, actual: Cost) -> (i64, i64) {
+        let delta = |est: u64, act: u64| {
+            i64::try_from(est)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(act).unwrap_or(i64::MAX))
+        };
+        if self == Self::Estimate && charged != Cost::ZERO {
+            return (0, 0);
+        }
+        (
+            delta(charged.requests, actual.requests),
+            delta(charged.tokens, actual.tokens),
+        )
+    }
+}
+
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
@@ -456,6 +481,31 @@ mod tests {
         assert!(e.to_string().contains("headroom"), "{e}");
         let e = RateLimitConfig::from_toml("limits = { rpm = 1 }\nheadroom = 0.5").unwrap_err();
         assert!(e.to_string().contains("rpm"), "{e}");
+    }
+
+    #[test]
+    fn reconcile_refunds_actual_keeps_estimates_and_charges_after_the_fact_reports() {
+        use TokenAccounting::*;
+        assert_eq!(
+            Actual.reconcile(Cost::request(100), Cost::request(30)),
+            (0, 70)
+        );
+        assert_eq!(
+            Actual.reconcile(Cost::request(100), Cost::request(130)),
+            (0, -30)
+        );
+        assert_eq!(
+            Estimate.reconcile(Cost::request(100), Cost::request(30)),
+            (0, 0)
+        );
+        assert_eq!(
+            Estimate.reconcile(Cost::request(100), Cost::request(130)),
+            (0, 0)
+        );
+        // Nothing charged at admission: all of the report is charged, whatever the rule.
+        for rule in [Actual, Estimate] {
+            assert_eq!(rule.reconcile(Cost::ZERO, Cost::tokens(40)), (0, -40));
+        }
     }
 
     #[test]

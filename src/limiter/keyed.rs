@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,9 @@ use super::backoff::{BackoffConfig, ErrorInfo, RetryPolicy};
 use super::config::{ConfigError, LimiterConfig, RateLimitConfig, TokenAccounting, Unit};
 use super::meta::ResponseMeta;
 use super::multi::MultiLimit;
-use super::{Cost, Denial, LimitError, LimitKey, Permit, RateLimiter, UsageRecord, UsageStats};
+use super::{
+    Cost, Denial, LimitError, LimitKey, Permit, PermitEnd, RateLimiter, UsageRecord, UsageStats,
+};
 
 /// The in-memory limiter. Cheap to share: wrap it in an `Arc` and clone that.
 #[derive(Debug)]
@@ -44,7 +47,12 @@ struct KeyState {
     max_waiters: usize,
     pause_jitter: f64,
     policy: RetryPolicy,
+    /// Whether a `Concurrent` dimension is configured (request permits then hold a slot).
+    slots: bool,
     inner: Mutex<KeyInner>,
+    /// Permits (of at least one request) that ended — recorded or dropped — since the key
+    /// was created; never reset. Counted outside the lock, by the permit's end hook.
+    ended: AtomicU64,
     /// Woken whenever admission may have become possible earlier than a waiter planned.
     wake: Notify,
 }
@@ -56,7 +64,9 @@ struct KeyInner {
     queue: VecDeque<u64>,
     next_ticket: u64,
     admitted: u64,
-    recorded: u64,
+    /// Permits of at least one request handed out since the key was created; never reset
+    /// (minus [`KeyState::ended`], the permits in flight).
+    issued: u64,
     denied: u64,
     tokens_charged: u64,
     rng: SmallRng,
@@ -85,6 +95,8 @@ impl KeyInner {
         }
         self.limits.try_admit(now, cost)?;
         self.admitted += cost.requests;
+        // Every admission becomes a permit; those of a request are counted in flight.
+        self.issued += u64::from(cost.requests > 0);
         self.tokens_charged = self.tokens_charged.saturating_add(cost.tokens);
         if now < self.pause.resume_end {
             // Spread the waiters behind this one over the rest of the resume phase, each
@@ -109,12 +121,9 @@ impl KeyInner {
         };
     }
 
-    fn in_flight(&self) -> u64 {
-        if self.limits.has_slots() {
-            self.limits.in_flight()
-        } else {
-            self.admitted.saturating_sub(self.recorded)
-        }
+    /// Permits of a request handed out and not yet ended, given how many have `ended`.
+    fn in_flight(&self, ended: u64) -> u64 {
+        self.issued.saturating_sub(ended)
     }
 }
 
@@ -172,6 +181,7 @@ impl KeyedLimiter {
         // unmatched key gets no dimensions.
         let dims = cfg.dimensions().unwrap_or_default();
         let key_hash = rustc_hash::FxBuildHasher.hash_one(key);
+        let limits = MultiLimit::new(cfg.strategy, &dims, self.clock.now());
         KeyState {
             accounting: cfg.accounting,
             max_wait: cfg.max_wait,
@@ -182,21 +192,25 @@ impl KeyedLimiter {
             } else {
                 BackoffConfig::default().policy()
             },
+            slots: limits.has_slots(),
             inner: Mutex::new(KeyInner {
-                limits: MultiLimit::new(cfg.strategy, &dims, self.clock.now()),
+                limits,
                 pause: Pause::default(),
                 queue: VecDeque::new(),
                 next_ticket: 0,
                 admitted: 0,
-                recorded: 0,
+                issued: 0,
                 denied: 0,
                 tokens_charged: 0,
                 rng: SmallRng::seed_from_u64(self.seed ^ key_hash),
             }),
+            ended: AtomicU64::new(0),
             wake: Notify::new(),
         }
     }
 
+    /// The permit for an admission of `cost`; a permit of a request tells its key when it
+    /// ends (in-flight count, concurrency slot) through a shared reference, not a box.
     fn permit(
         state: &Arc<KeyState>,
         key: &LimitKey,
@@ -205,8 +219,8 @@ impl KeyedLimiter {
         waited: Nanos,
     ) -> Permit {
         let permit = Permit::new(key.clone(), cost, at, Duration::from_nanos(waited));
-        if cost.requests > 0 && state.inner.lock().limits.has_slots() {
-            permit.with_guard(Box::new(SlotGuard(Arc::clone(state))))
+        if cost.requests > 0 {
+            permit.with_end_hook(Arc::clone(state) as Arc<dyn PermitEnd>)
         } else {
             permit
         }
@@ -229,7 +243,7 @@ impl KeyedLimiter {
         key: &LimitKey,
         estimate: Cost,
     ) -> Result<Permit, Denial> {
-        let (now, slots) = {
+        let now = {
             let mut inner = state.inner.lock();
             // Read under the lock: admission times are then monotone with the state they
             // were admitted against, even when threads race.
@@ -245,14 +259,9 @@ impl KeyedLimiter {
                 inner.denied += 1;
                 return Err(d);
             }
-            (now, inner.limits.has_slots())
+            now
         };
-        let permit = Permit::new(key.clone(), estimate, now, Duration::ZERO);
-        Ok(if slots && estimate.requests > 0 {
-            permit.with_guard(Box::new(SlotGuard(Arc::clone(state))))
-        } else {
-            permit
-        })
+        Ok(Self::permit(state, key, estimate, now, 0))
     }
 
     /// [`RateLimiter::record_usage`], synchronously.
@@ -265,13 +274,7 @@ impl KeyedLimiter {
         let state = self.state(permit.key());
         let now = self.clock.now();
         let est = permit.charged();
-        let (refund_tokens, refund_requests) = match state.accounting {
-            TokenAccounting::Actual => (
-                est.tokens as i64 - actual.tokens as i64,
-                est.requests as i64 - actual.requests as i64,
-            ),
-            TokenAccounting::Estimate => (0, 0),
-        };
+        let (refund_requests, refund_tokens) = state.accounting.reconcile(est, actual);
         let paused_for = {
             let mut inner = state.inner.lock();
             inner.limits.adjust(now, Unit::Tokens, refund_tokens);
@@ -283,9 +286,6 @@ impl KeyedLimiter {
                     .tokens_charged
                     .saturating_add(refund_tokens.unsigned_abs())
             };
-            if est.requests > 0 {
-                inner.recorded += 1;
-            }
             inner.limits.apply_server_view(now, meta);
             let pause = meta.retry_after.filter(|d| !d.is_zero());
             if let Some(d) = pause {
@@ -302,7 +302,7 @@ impl KeyedLimiter {
             recorded_at: now,
             paused_for,
         };
-        drop(permit); // frees the concurrency slot, outside the key's lock
+        drop(permit); // ends it (in flight, concurrency slot), outside the key's lock
         state.wake.notify_waiters();
         record
     }
@@ -337,7 +337,7 @@ impl KeyedLimiter {
         let inner = state.inner.lock();
         UsageStats {
             dimensions: inner.limits.usage(now),
-            in_flight: inner.in_flight(),
+            in_flight: inner.in_flight(state.ended.load(Ordering::Acquire)),
             admitted: inner.admitted,
             denied: inner.denied,
             tokens_charged: inner.tokens_charged,
@@ -347,6 +347,7 @@ impl KeyedLimiter {
     }
 
     /// [`RateLimiter::reset`], synchronously: full capacity, no pause, counters zeroed.
+    /// Permits in flight stay in flight (and keep their concurrency slots) until they end.
     pub fn reset_now(&self, key: &LimitKey) {
         let state = self.state(key);
         let now = self.clock.now();
@@ -355,7 +356,6 @@ impl KeyedLimiter {
             inner.limits.reset(now);
             inner.pause = Pause::default();
             inner.admitted = 0;
-            inner.recorded = 0;
             inner.denied = 0;
             inner.tokens_charged = 0;
         }
@@ -485,13 +485,15 @@ impl Drop for QueuePlace<'_> {
     }
 }
 
-/// A concurrency slot held by a permit; dropping it frees the slot.
-struct SlotGuard(Arc<KeyState>);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        self.0.inner.lock().limits.release_slot();
-        self.0.wake.notify_waiters();
+/// A permit of a request ended (recorded or dropped): one fewer in flight, and its
+/// concurrency slot freed.
+impl PermitEnd for KeyState {
+    fn permit_ended(&self) {
+        self.ended.fetch_add(1, Ordering::Release);
+        if self.slots {
+            self.inner.lock().limits.release_slot();
+            self.wake.notify_waiters();
+        }
     }
 }
 

@@ -131,6 +131,25 @@ pub struct Permit {
     waited: Duration,
     /// Released (dropped) when the permit is recorded or dropped: a concurrency slot.
     guard: Option<Box<dyn Send + Sync>>,
+    /// Told when the permit ends (recorded or dropped), without an allocation per permit.
+    end: Option<EndHook>,
+}
+
+/// Told when a permit ends — recorded or dropped, whichever comes first, exactly once: how
+/// a backend counts permits in flight and frees concurrency slots. Attached as a shared
+/// `Arc` (one reference count per permit, no allocation).
+pub(crate) trait PermitEnd: Send + Sync {
+    /// One permit of this owner has ended.
+    fn permit_ended(&self);
+}
+
+/// Calls [`PermitEnd::permit_ended`] when dropped with its permit.
+struct EndHook(Arc<dyn PermitEnd>);
+
+impl Drop for EndHook {
+    fn drop(&mut self) {
+        self.0.permit_ended();
+    }
 }
 
 impl Permit {
@@ -142,7 +161,14 @@ impl Permit {
             admitted_at,
             waited,
             guard: None,
+            end: None,
         }
+    }
+
+    /// Attaches `owner`, told once when the permit is recorded or dropped.
+    pub(crate) fn with_end_hook(mut self, owner: Arc<dyn PermitEnd>) -> Self {
+        self.end = Some(EndHook(owner));
+        self
     }
 
     /// Attaches a guard that is dropped with the permit (e.g. to return a concurrency slot).
@@ -179,7 +205,7 @@ impl fmt::Debug for Permit {
             .field("charged", &self.charged)
             .field("admitted_at", &self.admitted_at)
             .field("waited", &self.waited)
-            .field("guarded", &self.guard.is_some())
+            .field("guarded", &(self.guard.is_some() || self.end.is_some()))
             .finish()
     }
 }
@@ -318,6 +344,16 @@ pub enum LimitError {
         key: LimitKey,
         /// What failed.
         reason: String,
+    },
+    /// A call that answers at once ([`RateLimiter::check_limit`]) was refused for now:
+    /// the denial says why and, where there is one, the exact wait (e.g. `Wait` with the
+    /// refusing dimension and `retry_after`).
+    #[error("request on {key} denied now: {denial}")]
+    Denied {
+        /// The key.
+        key: LimitKey,
+        /// Why, with the refusing dimension and the wait where there is one.
+        denial: Denial,
     },
 }
 
@@ -472,15 +508,27 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
     async fn reset(&self, key: &LimitKey) -> Result<(), LimitError>;
 
     /// Hub-specification name: admits one request on the provider-wide key
-    /// ([`LimitKey::provider`]), waiting as `acquire` does. The charge is kept.
+    /// ([`LimitKey::provider`]) now, as [`try_acquire`](Self::try_acquire) does, or answers
+    /// at once why not — never waits. Admitted, the charge is kept (the permit is dropped).
+    /// Refused for now (a dimension's wait, a pause, full slots, queued waiters):
+    /// [`LimitError::Denied`] carrying the [`Denial`] (refusing dimension, exact wait).
+    /// Never admissible: [`LimitError::Exceeds`]; a shared backend down under `fail_closed`:
+    /// [`LimitError::Unavailable`] — as `acquire` would fail.
     async fn check_limit(&self, provider: &str) -> Result<(), LimitError> {
-        self.acquire(&LimitKey::provider(provider), Cost::request(0))
-            .await
-            .map(drop)
+        let key = LimitKey::provider(provider);
+        match self.try_acquire(&key, Cost::request(0)).await {
+            Ok(permit) => {
+                drop(permit);
+                Ok(())
+            }
+            Err(denial) => Err(LimitError::from_denial(&key, &denial)
+                .unwrap_or(LimitError::Denied { key, denial })),
+        }
     }
 
     /// Hub-specification name: charges `tokens` used on the provider-wide key after the
-    /// fact (no estimate was made, so all of it is charged).
+    /// fact. No estimate was made, so all of it is charged, whatever the key's
+    /// [`TokenAccounting`] (see [`TokenAccounting::reconcile`]), on every backend.
     async fn update_usage(&self, provider: &str, tokens: u64) -> Result<(), LimitError> {
         let key = LimitKey::provider(provider);
         let permit = Permit::new(key, Cost::ZERO, 0, Duration::ZERO);
@@ -516,6 +564,29 @@ pub async fn build(
         (Backend::Redis, Some(settings)) => Ok(Arc::new(
             redis::RedisLimiter::connect(config, settings, clock).await?,
         )),
+        (Backend::Redis, None) => Err(ConfigError::Invalid {
+            field: "backend",
+            value: "redis".into(),
+            reason: "needs a [redis] table with at least `url`",
+        }
+        .into()),
+        (Backend::Memory, _) => Ok(Arc::new(KeyedLimiter::new(config, clock)?)),
+    }
+}
+
+/// [`build`] without waiting, for synchronous code and outside a runtime: the Redis backend
+/// is made with [`RedisLimiter::lazy`](redis::RedisLimiter::lazy) and connects on its
+/// first call (a Redis that does not answer then gets the configured failure policy).
+/// Fails only on configuration: settings or limits out of range, a bad URL, no `[redis]`
+/// table with `backend = "redis"`.
+pub fn build_lazy(
+    config: LimiterConfig,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<Arc<dyn RateLimiter>, BuildError> {
+    match (config.backend, config.redis.clone()) {
+        (Backend::Redis, Some(settings)) => Ok(Arc::new(redis::RedisLimiter::lazy(
+            config, settings, clock,
+        )?)),
         (Backend::Redis, None) => Err(ConfigError::Invalid {
             field: "backend",
             value: "redis".into(),

@@ -13,7 +13,6 @@ use crate::limiter::{
     ResponseMeta, UsageRecord, UsageStats,
 };
 
-use super::plan::reconcile;
 use super::ticket::{self, Origin, Waiting};
 use super::{Change, FailurePolicy, Inner, KeyEntry, RedisFailure, RedisLimiter};
 
@@ -163,7 +162,7 @@ impl RateLimiter for RedisLimiter {
         let origin = ticket::take(permit);
         let entry = inner.entry_or_error(&key)?;
         let pause = meta.retry_after.filter(|d| !d.is_zero());
-        let (requests, tokens) = reconcile(entry.plan.accounting, charged, actual);
+        let (requests, tokens) = entry.plan.accounting.reconcile(charged, actual);
         let mut refunded = tokens;
         let mut change = Change {
             requests,

@@ -54,6 +54,10 @@ pub(crate) struct Link {
     client: redis::Client,
     manager: Mutex<Option<ConnectionManager>>,
     connecting: tokio::sync::Mutex<()>,
+    /// Whether the script (or library) was loaded once: until then, a call loads it first.
+    loaded: AtomicBool,
+    /// One first load at a time.
+    loading: tokio::sync::Mutex<()>,
     sha: String,
     timeout: Duration,
     probe_interval: Duration,
@@ -81,7 +85,8 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// A link to `url` (not connected yet); `functions` = try the function library first.
+    /// A link to `url` (not connected yet: the first call connects and loads the script);
+    /// `functions` = try the function library first.
     pub fn new(
         url: &str,
         timeout: Duration,
@@ -96,6 +101,8 @@ impl Link {
             client,
             manager: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            loaded: AtomicBool::new(false),
+            loading: tokio::sync::Mutex::new(()),
             sha,
             timeout,
             probe_interval,
@@ -153,11 +160,30 @@ impl Link {
         Ok(manager)
     }
 
-    /// Loads the script (used once at connect and after `Function not found` /
-    /// `NOSCRIPT`): as a function library when enabled and the server accepts it, else as
-    /// a script (a server without `FUNCTION`, or whose ACL forbids it, answers with an
-    /// error reply, and the link falls back to `EVALSHA` for good).
+    /// Loads the script (at connect or before the first call, and after `Function not
+    /// found` / `NOSCRIPT`): as a function library when enabled and the server accepts it,
+    /// else as a script (a server without `FUNCTION`, or whose ACL forbids it, answers
+    /// with an error reply, and the link falls back to `EVALSHA` for good).
     pub async fn load_script(&self) -> Result<(), RedisFailure> {
+        self.load().await?;
+        self.loaded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Loads the script unless it was loaded once already (a lazily built limiter's first
+    /// call; one load at a time). A server that lost it later is handled by `call`.
+    async fn ensure_loaded(&self) -> Result<(), RedisFailure> {
+        if self.loaded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one = self.loading.lock().await;
+        if self.loaded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.load_script().await
+    }
+
+    async fn load(&self) -> Result<(), RedisFailure> {
         let mut con = self.connection().await?;
         if self.uses_functions() {
             let library = format!(
@@ -217,6 +243,7 @@ impl Link {
         // Reopens the probe slot however this call ends (also when its future is dropped).
         let _probe = ProbeSlot(probing.then_some(&self.probing));
         let call = async {
+            self.ensure_loaded().await?;
             let mut reloaded = false;
             loop {
                 let mut cmd = if self.uses_functions() {

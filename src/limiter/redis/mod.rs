@@ -27,6 +27,10 @@
 //! - **Failure is a policy** ([`FailurePolicy`]): every call is bounded by a timeout, a
 //!   failed Redis is probed once per probe interval, and in between calls deny, admit, or
 //!   run on an in-process limiter, without waiting on the dead server.
+//! - **Connected now or on first use.** [`RedisLimiter::connect`] reaches Redis at once
+//!   (and fails under `fail_closed` when it cannot); [`RedisLimiter::lazy`] builds in
+//!   synchronous code, outside a runtime, and connects on the first call (the hub's
+//!   synchronous constructors use it). Either way later outages follow the policy.
 //! - **No busy polling.** `acquire` queues FIFO per key in this process; only the head
 //!   waiter calls Redis, and it sleeps (through the injected [`Clock`]) for the returned
 //!   `retry_after` plus jitter.
@@ -160,14 +164,49 @@ impl RedisLimiter {
         settings: RedisSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConnectError> {
-        let local = match settings.failure_policy {
+        let local = Self::fallback_for(&config, &settings, &clock)?;
+        Self::connect_with_local(config, settings, clock, local).await
+    }
+
+    /// Builds the limiter without reaching Redis, so it can be made in synchronous code
+    /// and outside a runtime: the first call (inside a tokio runtime) connects and loads
+    /// the script, bounded by the configured timeout; a Redis that does not answer then
+    /// gets the failure policy, as any later outage does (`fail_closed` denies naming the
+    /// failure). Checks what [`connect_with_local`](Self::connect_with_local) checks
+    /// before it calls Redis; under `local_fallback` the fallback is an in-memory
+    /// [`KeyedLimiter`] with the same config and clock.
+    pub fn lazy(
+        config: LimiterConfig,
+        settings: RedisSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConnectError> {
+        let local = Self::fallback_for(&config, &settings, &clock)?;
+        Self::prepare(config, settings, clock, local)
+    }
+
+    /// Checks that one rule's `limit` can run on Redis under `settings`: valid, and small
+    /// enough for the script's exact arithmetic. [`connect`](Self::connect) and [`lazy`](Self::lazy)
+    /// check every rule this way; a caller can check one rule to name it in an error.
+    pub fn check_rule(
+        limit: &crate::limiter::RateLimitConfig,
+        settings: &RedisSettings,
+    ) -> Result<(), ConfigError> {
+        KeyPlan::new(&LimitKey::new("*", "*"), Some(limit), settings).map(drop)
+    }
+
+    /// The in-memory limiter `local_fallback` switches to; `None` under other policies.
+    fn fallback_for(
+        config: &LimiterConfig,
+        settings: &RedisSettings,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<Option<Arc<dyn RateLimiter>>, ConnectError> {
+        Ok(match settings.failure_policy {
             FailurePolicy::LocalFallback => {
                 Some(Arc::new(KeyedLimiter::new(config.clone(), clock.clone())?)
                     as Arc<dyn RateLimiter>)
             }
             _ => None,
-        };
-        Self::connect_with_local(config, settings, clock, local).await
+        })
     }
 
     /// Connects with `config`'s limits and `settings`; `local` is the in-process limiter
@@ -181,15 +220,37 @@ impl RedisLimiter {
         clock: Arc<dyn Clock>,
         local: Option<Arc<dyn RateLimiter>>,
     ) -> Result<Self, ConnectError> {
+        let limiter = Self::prepare(config, settings, clock, local)?;
+        let settings = &limiter.inner.settings;
+        if let Err(e) = limiter.inner.link.load_script().await {
+            if settings.failure_policy == FailurePolicy::FailClosed {
+                return Err(ConnectError::Unreachable {
+                    url: settings.url.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            tracing::warn!(url = %settings.url, error = %e,
+                policy = ?settings.failure_policy, "redis unreachable at start");
+        }
+        Ok(limiter)
+    }
+
+    /// The limiter, checked and not connected: the settings, every rule against what the
+    /// script can keep exact, the fallback's presence, the URL.
+    fn prepare(
+        config: LimiterConfig,
+        settings: RedisSettings,
+        clock: Arc<dyn Clock>,
+        local: Option<Arc<dyn RateLimiter>>,
+    ) -> Result<Self, ConnectError> {
         settings.validate()?;
-        let probe_key = LimitKey::new("*", "*");
         for limit in config
             .keys
             .iter()
             .map(|r| &r.limit)
             .chain(config.default.as_ref())
         {
-            KeyPlan::new(&probe_key, Some(limit), &settings)?;
+            Self::check_rule(limit, &settings)?;
         }
         if settings.failure_policy == FailurePolicy::LocalFallback && local.is_none() {
             return Err(ConnectError::NoFallback);
@@ -205,16 +266,6 @@ impl RedisLimiter {
             url: settings.url.clone(),
             reason: e.to_string(),
         })?;
-        if let Err(e) = link.load_script().await {
-            if settings.failure_policy == FailurePolicy::FailClosed {
-                return Err(ConnectError::Unreachable {
-                    url: settings.url.clone(),
-                    reason: e.to_string(),
-                });
-            }
-            tracing::warn!(url = %settings.url, error = %e,
-                policy = ?settings.failure_policy, "redis unreachable at start");
-        }
         Ok(Self {
             inner: Arc::new(Inner {
                 config,

@@ -258,28 +258,6 @@ fn key_tag(key: &LimitKey) -> String {
     out
 }
 
-/// Per-dimension changes `record_usage` applies: `(request delta, token delta)`, each
-/// positive for a refund, negative for an extra charge.
-///
-/// `Actual` gives back `estimate − actual` (or charges the excess). `Estimate` keeps the
-/// charge whatever the actual usage — except for a permit that charged nothing at
-/// admission (an after-the-fact report such as `update_usage`): there the actual usage is
-/// all there is, and it is charged.
-pub(crate) fn reconcile(accounting: TokenAccounting, charged: Cost, actual: Cost) -> (i64, i64) {
-    let delta = |est: u64, act: u64| {
-        i64::try_from(est)
-            .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(act).unwrap_or(i64::MAX))
-    };
-    if accounting == TokenAccounting::Estimate && charged != Cost::ZERO {
-        return (0, 0);
-    }
-    (
-        delta(charged.requests, actual.requests),
-        delta(charged.tokens, actual.tokens),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,23 +400,5 @@ mod tests {
         );
         let p = KeyPlan::new(&LimitKey::new("p", "m"), Some(&cfg), &s).unwrap();
         assert_eq!(p.ttl_ms, "180000");
-    }
-
-    #[test]
-    fn reconcile_refunds_actual_and_keeps_estimates() {
-        use TokenAccounting::*;
-        assert_eq!(
-            reconcile(Actual, Cost::request(100), Cost::request(30)),
-            (0, 70)
-        );
-        assert_eq!(
-            reconcile(Actual, Cost::request(100), Cost::request(130)),
-            (0, -30)
-        );
-        assert_eq!(
-            reconcile(Estimate, Cost::request(100), Cost::request(30)),
-            (0, 0)
-        );
-        assert_eq!(reconcile(Estimate, Cost::ZERO, Cost::tokens(40)), (0, -40));
     }
 }
