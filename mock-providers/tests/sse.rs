@@ -182,3 +182,39 @@ async fn paced_stream_follows_ttft_and_per_token_intervals() {
     assert_eq!(arrivals, [400, 400, 425, 450, 475, 500, 500, 500]);
     assert_eq!(parse_sse(&all).len(), 7);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_long_stream_lasts_its_modelled_time_not_its_rounded_up_sleeps() {
+    // 5.1 ms per token: a timer that rounds each relative sleep up to its 1-ms tick would
+    // make 199 intervals last 199 × 6 ms; paced against an absolute schedule they last
+    // 199 × 5.1 ms (+ at most one tick).
+    let config = MockConfig {
+        latency: LatencyConfig {
+            zero: false,
+            ttft_median: Duration::from_millis(100),
+            ttft_p99: Duration::from_millis(100),
+            per_token: Duration::from_micros(5_100),
+            per_token_sigma: 0.0,
+        },
+        output_tokens: OutputTokens::Fixed { tokens: 200 },
+        ..MockConfig::default()
+    };
+    let m = mock(config);
+    let req = Request::post("/v1/chat/completions")
+        .header(OPENAI_KEY.0, OPENAI_KEY.1)
+        .body(Body::from(chat(
+            "gpt-4o",
+            "x",
+            r#""stream":true,"max_tokens":200"#,
+        )))
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let resp = m.router.clone().oneshot(req).await.unwrap();
+    resp.into_body().collect().await.expect("whole stream");
+    let modelled = Duration::from_millis(100) + Duration::from_micros(5_100) * 199;
+    let took = start.elapsed();
+    assert!(
+        took >= modelled && took <= modelled + Duration::from_millis(1),
+        "{took:?} for a modelled {modelled:?}"
+    );
+}

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mock_providers::generation::LatencyModel;
+use mock_providers::generation::{latency_rng, output_rng, LatencyModel, OutputTokens};
 use mock_providers::quota::{
     AzureLimits, AzureQuota, Decision, OpenAiLimits, OpenAiQuota, QuotaEngine, QuotaSnapshot,
     Replenish,
@@ -166,6 +166,12 @@ struct Sim<'a> {
     azure: bool,
     latency: LatencyModel,
     mean_per_token: Duration,
+    /// The mock's output-length distribution and seed: the server's draws are reproduced
+    /// request by request from its per-request streams.
+    output: OutputTokens,
+    mock_seed: u64,
+    /// Requests the simulated server has received (its request numbers).
+    served: u64,
     chars_per_token: f64,
     events: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
     seq: u64,
@@ -238,6 +244,9 @@ impl<'a> Sim<'a> {
             azure,
             latency: LatencyModel::new(&mock.latency),
             mean_per_token,
+            output: mock.output_tokens,
+            mock_seed: mock.seed,
+            served: 0,
             chars_per_token,
             events: BinaryHeap::new(),
             seq: 0,
@@ -517,17 +526,24 @@ impl<'a> Sim<'a> {
     }
 
     /// Sends one attempt to the simulated server: an admitted attempt completes later
-    /// (`None`); a 429 is answered at once, as the failure event.
+    /// (`None`); a 429 is answered at once, as the failure event. The server numbers the
+    /// requests it receives and draws an admitted one's output length and time to first
+    /// token from that number's streams, as the mock does (per-token intervals are taken
+    /// at their mean).
     fn send(&mut self, t: Nanos, id: u64) -> Option<LifeEvent> {
         let chars = self.prompt_chars(self.requests.get(&id)?.shape.prompt_tokens);
+        let number = self.served;
+        self.served += 1;
         let r = self.requests.get_mut(&id)?;
         match self
             .server
             .try_admit(t, chars.div_ceil(4) + r.shape.max_tokens)
         {
             Decision::Admitted(a) => {
-                let out = u32::try_from(r.shape.output_tokens).unwrap_or(u32::MAX);
-                let ttft = nanos(self.latency.ttft(&mut self.rng));
+                let natural = self.output.sample(&mut output_rng(self.mock_seed, number));
+                let cap = u32::try_from(r.shape.max_tokens).unwrap_or(u32::MAX);
+                let out = natural.min(cap);
+                let ttft = nanos(self.latency.ttft(&mut latency_rng(self.mock_seed, number)));
                 let rest = nanos(self.mean_per_token) * u64::from(out.saturating_sub(1));
                 let end = if self.latency.is_zero() {
                     t
@@ -540,7 +556,8 @@ impl<'a> Sim<'a> {
                     status: Some(200),
                 });
                 r.record.first_byte = Some(t + ttft);
-                r.usage = Some((r.shape.prompt_tokens, u64::from(out)));
+                let prompt = RequestSize::user_message(r.shape.prompt_tokens, chars, None);
+                r.usage = Some((prompt.prompt_tokens, u64::from(out)));
                 r.meta = meta(&a.snapshot, self.azure, 200, None);
                 self.push(end, Event::Complete { id });
                 None

@@ -14,10 +14,14 @@ use tiktoken_rs::CoreBPE;
 use super::CompletionRequest;
 use crate::limiter::Cost;
 
-/// Tokens the OpenAI chat format adds per message (role and separators) and per reply
-/// primer; the documented cookbook figures for current models.
+/// Tokens the OpenAI chat format adds per message (separators, besides the role's own
+/// tokens), per name, and per reply primer; the documented cookbook figures for current
+/// models, which the mock's counter follows too.
 const TOKENS_PER_MESSAGE: u64 = 3;
+const TOKENS_PER_NAME: u64 = 1;
 const TOKENS_PER_REPLY: u64 = 3;
+/// Tokens of a role word (`user`, `system`, …: one token each in both encodings).
+const TOKENS_PER_ROLE: u64 = 1;
 
 /// How large a request is, as far as admission is concerned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,18 +39,20 @@ pub struct RequestSize {
 
 impl RequestSize {
     /// The size of `request`: prompt tokens counted with tiktoken (encoding chosen by model
-    /// name, plus the chat format's per-message overhead), characters of every message,
-    /// `max_tokens` (else `max_completion_tokens` from the provider parameters) and `n`.
+    /// name, plus the chat format's per-message, role, name and reply overhead), characters
+    /// of every message, `max_tokens` (else `max_completion_tokens` from the provider
+    /// parameters) and `n`.
     pub fn of(request: &CompletionRequest) -> Self {
         let bpe = encoding(&request.model);
+        let count = |text: &str| bpe.encode_with_special_tokens(text).len() as u64;
         let (tokens, chars) =
             request
                 .messages
                 .iter()
                 .fold((TOKENS_PER_REPLY, 0u64), |(t, c), m| {
+                    let name = m.name.as_deref().map_or(0, |n| TOKENS_PER_NAME + count(n));
                     (
-                        t + bpe.encode_with_special_tokens(&m.content).len() as u64
-                            + TOKENS_PER_MESSAGE,
+                        t + TOKENS_PER_MESSAGE + TOKENS_PER_ROLE + count(&m.content) + name,
                         c + m.content.chars().count() as u64,
                     )
                 });
@@ -72,7 +78,7 @@ impl RequestSize {
     /// without its text (the simulator).
     pub fn user_message(content_tokens: u64, content_chars: u64, max_tokens: Option<u64>) -> Self {
         Self {
-            prompt_tokens: content_tokens + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY,
+            prompt_tokens: content_tokens + TOKENS_PER_MESSAGE + TOKENS_PER_ROLE + TOKENS_PER_REPLY,
             prompt_chars: content_chars,
             max_tokens,
             n: 1,
@@ -168,7 +174,11 @@ mod tests {
     fn a_request_is_sized_with_tiktoken_chars_and_its_output_budget() {
         let mut req = CompletionRequest::new("gpt-4o-mini", vec![Message::user("Hello there")]);
         let s = RequestSize::of(&req);
-        assert_eq!(s.prompt_tokens, 2 + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY);
+        assert_eq!(
+            s.prompt_tokens,
+            2 + 7,
+            "content, 3 per message, the role, 3 for the reply"
+        );
         assert_eq!(s.prompt_chars, 11);
         assert_eq!(s.max_tokens, None);
         req.provider_params

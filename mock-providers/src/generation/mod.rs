@@ -32,6 +32,23 @@ pub fn rng_for(seed: u64, salt: u64) -> SmallRng {
     SmallRng::seed_from_u64(splitmix64(seed ^ splitmix64(salt)))
 }
 
+/// Mixed into the seed of the latency streams, so they differ from the text streams.
+const LATENCY_SALT: u64 = 0x006c_6174_656e_6379;
+
+/// The stream a server with `seed` draws request number `number`'s latency from: the time
+/// to first token, then each further token's interval. The simulator draws from the same
+/// stream to reproduce a live run's latencies request by request.
+pub fn latency_rng(seed: u64, number: u64) -> SmallRng {
+    rng_for(seed ^ LATENCY_SALT, number)
+}
+
+/// The stream a server with `seed` draws request number `number`'s output from when the
+/// request sets neither `seed` nor temperature 0: its natural length
+/// ([`OutputTokens::sample`]) first, then its text.
+pub fn output_rng(seed: u64, number: u64) -> SmallRng {
+    rng_for(seed, number)
+}
+
 /// SplitMix64's finalizer: a fast, well-mixing bijection on `u64`.
 pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);

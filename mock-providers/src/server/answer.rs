@@ -9,7 +9,7 @@ use super::state::Inner;
 use crate::config::ModelConfig;
 use crate::generation::text::{generate_text, GeneratedText};
 use crate::generation::tokenizer::{count_chat_messages, ChatMessageText};
-use crate::generation::{embedding, fnv1a, rng_for};
+use crate::generation::{embedding, fnv1a, output_rng, rng_for};
 
 /// The choices of a chat or legacy completion and its token counts.
 pub(super) struct Generated {
@@ -35,7 +35,7 @@ fn text_rng(inner: &Inner, parsed: &ParsedRequest, number: u64) -> SmallRng {
     match params.map(|p| (p.seed, p.temperature)) {
         Some((Some(s), _)) => rng_for(seed ^ s as u64, prompt_hash()),
         Some((None, Some(0.0))) => rng_for(seed, prompt_hash()),
-        _ => rng_for(seed, number),
+        _ => output_rng(seed, number),
     }
 }
 

@@ -22,11 +22,10 @@ use super::state::{Inner, MockState, Slot};
 use super::stream::{self, StreamPlan};
 use super::{auth, headers as hdr};
 use crate::config::{FaultConfig, ModelConfig, ModelKind};
-use crate::generation::rng_for;
+use crate::generation::{latency_rng, rng_for};
 use crate::quota::Decision;
 
 const FAULT_SALT: u64 = 0x6661_756c_7473;
-const LATENCY_SALT: u64 = 0x006c_6174_656e_6379;
 
 /// Which route a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -212,7 +211,7 @@ async fn handle(
     }
     let drop_stream = hit(f.drop_mid_stream);
 
-    let mut latency_rng = rng_for(inner.config.seed ^ LATENCY_SALT, number);
+    let mut latency_rng = latency_rng(inner.config.seed, number);
     let org_id = &inner.config.organizations[target.org].id;
     match parsed.body {
         Req::Embedding { .. } => {

@@ -267,23 +267,28 @@ pub fn render_all(plan: StreamPlan) -> Vec<u8> {
 
 /// The response body for `plan`: one write in zero-latency mode, else chunks paced by the
 /// latency model; an injected drop ends the body with an error, which aborts the connection.
+///
+/// Events are paced against an absolute schedule (the first poll plus the sum of the delays
+/// so far), so the timer's rounding of each sleep up to its tick does not accumulate: a
+/// 100-token stream at 5 ms per token lasts 500 ms, not 100 rounded-up sleeps.
 pub fn body(plan: StreamPlan) -> Body {
     let drop_after = plan.drop_after;
     if plan.latency.is_zero() && drop_after.is_none() {
         return Body::from(render_all(plan));
     }
-    let state = Some((Events::new(plan), 0usize));
+    let state = Some((Events::new(plan), 0usize, None::<tokio::time::Instant>));
     let stream = futures::stream::unfold(state, move |state| async move {
-        let (mut events, sent) = state?;
+        let (mut events, sent, due) = state?;
         if drop_after == Some(sent) {
             let err = std::io::Error::other("injected fault: connection dropped mid-stream");
             return Some((Err(err), None));
         }
         let (delay, bytes) = events.next_event()?;
+        let due = due.unwrap_or_else(tokio::time::Instant::now) + delay;
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until(due).await;
         }
-        Some((Ok(bytes), Some((events, sent + 1))))
+        Some((Ok(bytes), Some((events, sent + 1, Some(due)))))
     });
     Body::from_stream(stream)
 }
