@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use crate::clock::{Clock, Nanos};
 use crate::middleware::{
     ErrorAction, LimiterWait, Middleware, MiddlewareContext, MiddlewareError, Pipeline,
-    PipelineError, ProviderSet, StreamEnd,
+    PipelineError, ProviderSet, RetrySeed, StreamEnd,
 };
 use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError, Usage};
 
@@ -36,6 +36,9 @@ pub struct RequestContext {
     pub clock: Arc<dyn Clock>,
     /// The run start on `clock`.
     pub start: Nanos,
+    /// The scenario's seed: each request's retry jitter is drawn from it and the request's
+    /// id ([`RetrySeed::for_request`]), as in the simulator.
+    pub seed: u64,
 }
 
 /// What to send: the request and what the provider will charge it at admission.
@@ -55,7 +58,7 @@ pub struct PlannedRequest {
 
 /// What the observer saw of one request's attempts (times in ns since the run start).
 #[derive(Debug, Default)]
-struct Observed {
+pub struct Observed {
     attempts: Vec<Attempt>,
     sent: Option<Nanos>,
     first_byte: Option<Nanos>,
@@ -63,9 +66,33 @@ struct Observed {
     usage: Option<Usage>,
 }
 
-/// The per-call handle through which the observer writes what it saw.
+/// The per-call handle through which the observer writes what it saw of one request; the
+/// runner keeps a clone, so a request cut at the end of the drain keeps its attempts.
 #[derive(Debug, Clone, Default)]
-struct Observation(Arc<Mutex<Observed>>);
+pub struct Observation(Arc<Mutex<Observed>>);
+
+impl Observation {
+    /// `planned`'s record as far as it got: the attempts seen so far, dropped at `end`
+    /// (ns since the run start) — what a request cut before its end reports, as the
+    /// simulator reports requests still in flight when its drain ends.
+    pub fn cut(&self, planned: &PlannedRequest, end: Nanos) -> RequestRecord {
+        let seen = std::mem::take(&mut *self.0.lock());
+        RequestRecord {
+            request_id: planned.id,
+            phase: planned.phase,
+            intended_start: planned.intended_start,
+            attempts: seen.attempts,
+            first_byte: seen.first_byte,
+            end,
+            outcome: Outcome::Dropped,
+            estimated_tokens: planned.estimated_tokens,
+            prompt_tokens: None,
+            completion_tokens: None,
+            limiter_wait: seen.limiter_wait,
+            streamed: planned.request.stream,
+        }
+    }
+}
 
 /// The innermost middleware of a live run: times each attempt from the moment it is sent
 /// (after the limiter admitted it) to its response, failure or stream end.
@@ -175,10 +202,20 @@ impl RequestContext {
 
     /// Runs `planned` to its end (success, final failure, or limiter refusal).
     pub async fn execute(&self, planned: PlannedRequest) -> RequestRecord {
-        let observation = Observation::default();
+        self.execute_observed(planned, Observation::default()).await
+    }
+
+    /// [`execute`](Self::execute), writing what is seen into `observation` as it happens.
+    pub async fn execute_observed(
+        &self,
+        planned: PlannedRequest,
+        observation: Observation,
+    ) -> RequestRecord {
         let called = self.now();
         let mut ctx = MiddlewareContext::new(self.provider_id.clone(), self.clock.now());
         ctx.extensions.insert(observation.clone());
+        ctx.extensions
+            .insert(RetrySeed::for_request(self.seed, planned.id));
         let streamed = planned.request.stream;
         let result = if streamed {
             self.stream(planned.request, ctx).await

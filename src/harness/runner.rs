@@ -24,9 +24,9 @@ use crate::provider::admission::RequestSize;
 use crate::provider::{CompletionRequest, Message};
 
 use super::arrival::{open_loop_schedule, Arrival};
-use super::record::{Outcome, RequestRecord, RunAggregate};
+use super::record::{RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
-use super::request::{AttemptObserver, PlannedRequest, RequestContext};
+use super::request::{AttemptObserver, Observation, PlannedRequest, RequestContext};
 use super::scenario::Scenario;
 use super::summary::{LimiterSummary, ProviderSummary, QuotaSummary, Summary, ThresholdResult};
 use super::target::{LiveTarget, TargetError};
@@ -141,6 +141,7 @@ pub async fn run(
             provider_id,
             start,
             clock,
+            seed: scenario.seed,
         });
         let progress = Progress::new(opts.progress, &spec.name, duration);
         let (aggregate, w) = run_one(
@@ -209,21 +210,41 @@ pub fn evaluate(scenario: &Scenario, mut s: LimiterSummary) -> LimiterSummary {
     s
 }
 
-/// Sends a dropped record if the request task is cut before it finishes.
+/// Sends a dropped record, with the attempts made so far, if the request task is cut
+/// before it finishes.
 struct Unfinished {
-    record: Option<RequestRecord>,
+    planned: Option<PlannedRequest>,
+    observation: Observation,
     tx: mpsc::UnboundedSender<RequestRecord>,
     ctx: Arc<RequestContext>,
 }
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let Some(mut r) = self.record.take() {
-            r.end = self.ctx.clock.now().saturating_sub(self.ctx.start);
-            r.outcome = Outcome::Dropped;
-            let _ = self.tx.send(r);
+        if let Some(planned) = self.planned.take() {
+            let end = self.ctx.clock.now().saturating_sub(self.ctx.start);
+            let _ = self.tx.send(self.observation.cut(&planned, end));
         }
     }
+}
+
+/// Runs `planned` and sends its record; a task cut before the end (drain over, Ctrl-C)
+/// still sends one, with the attempts it made.
+async fn run_guarded(
+    ctx: Arc<RequestContext>,
+    tx: mpsc::UnboundedSender<RequestRecord>,
+    planned: PlannedRequest,
+) {
+    let observation = Observation::default();
+    let mut guard = Unfinished {
+        planned: Some(planned.clone()),
+        observation: observation.clone(),
+        tx: tx.clone(),
+        ctx: ctx.clone(),
+    };
+    let record = ctx.execute_observed(planned, observation).await;
+    guard.planned = None;
+    let _ = tx.send(record);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -258,33 +279,7 @@ async fn run_one(
     let next_id = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     let spawn_request = |tasks: &mut JoinSet<()>, planned: PlannedRequest| {
-        let (id, phase, intended) = (planned.id, planned.phase, planned.intended_start);
-        let guard = Unfinished {
-            record: Some(RequestRecord {
-                request_id: id,
-                phase,
-                intended_start: intended,
-                attempts: Vec::new(),
-                first_byte: None,
-                end: intended,
-                outcome: Outcome::Dropped,
-                estimated_tokens: planned.estimated_tokens,
-                prompt_tokens: None,
-                completion_tokens: None,
-                limiter_wait: 0,
-                streamed: planned.request.stream,
-            }),
-            tx: tx.clone(),
-            ctx: ctx.clone(),
-        };
-        let ctx = ctx.clone();
-        let tx = tx.clone();
-        tasks.spawn(async move {
-            let mut guard = guard;
-            let record = ctx.execute(planned).await;
-            guard.record = None;
-            let _ = tx.send(record);
-        });
+        tasks.spawn(run_guarded(ctx.clone(), tx.clone(), planned));
     };
 
     // Open-loop arrivals for all open phases, in time order, against the absolute start,
@@ -306,7 +301,6 @@ async fn run_one(
                 think_time,
             } => {
                 ctx.clock.sleep_until(ctx.start + phase_start).await;
-                let mut users = JoinSet::new();
                 for _ in 0..*concurrency {
                     let (ctx, tx, next_id) = (ctx.clone(), tx.clone(), next_id.clone());
                     let think = *think_time;
@@ -314,25 +308,25 @@ async fn run_one(
                         let s = scenario.clone();
                         move |id, intended| plan(&s, id, index, intended)
                     };
-                    users.spawn(async move {
+                    tasks.spawn(async move {
                         loop {
                             let now = ctx.clock.now().saturating_sub(ctx.start);
                             if now >= phase_end {
                                 break;
                             }
                             let id = next_id.fetch_add(1, Ordering::Relaxed);
-                            let record = ctx.execute(plan_for(id, now)).await;
-                            let _ = tx.send(record);
+                            run_guarded(ctx.clone(), tx.clone(), plan_for(id, now)).await;
                             if !think.is_zero() {
                                 ctx.clock.sleep(think).await;
                             }
                         }
                     });
                 }
-                // Users stop at the phase end; each finishes its current request first.
+                // Users issue requests until the phase end (as in the simulator); the
+                // requests they have in flight then finish in the next phase or the drain.
                 tokio::select! {
-                    _ = async { while users.join_next().await.is_some() {} } => {}
-                    () = wait_for_stop(stop) => users.abort_all(),
+                    () = ctx.clock.sleep_until(ctx.start + phase_end) => {}
+                    () = wait_for_stop(stop) => {}
                 }
             }
             _ => {
@@ -351,11 +345,14 @@ async fn run_one(
         }
         phase_start = phase_end;
     }
-    // Drain: in-flight requests may finish; what is left then is cut and counted dropped.
+    // Drain: in-flight requests may finish until the scenario's end plus the drain (the
+    // last arrival may come well before the end, as in the simulator); what is left then
+    // is cut and counted dropped, with the attempts it made.
     let drain = if stop.load(Ordering::Relaxed) {
         Duration::from_millis(500)
     } else {
-        opts.drain
+        let end = ctx.start + nanos(scenario.duration() + opts.drain);
+        Duration::from_nanos(end.saturating_sub(ctx.clock.now()))
     };
     let _ = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();

@@ -26,8 +26,6 @@ use mock_providers::quota::{
     AzureLimits, AzureQuota, Decision, OpenAiLimits, OpenAiQuota, QuotaEngine, QuotaSnapshot,
     Replenish,
 };
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use rustc_hash::FxHashMap;
 
 use crate::clock::{nanos, ManualClock, Nanos};
@@ -38,6 +36,7 @@ use crate::limiter::backoff::RetryPolicy;
 use crate::limiter::{
     BackoffConfig, Denial, ErrorInfo, KeyedLimiter, LimitKey, Permit, ResponseMeta,
 };
+use crate::middleware::RetrySeed;
 use crate::provider::admission::{AdmissionRule, RequestSize};
 
 use super::arrival::{open_loop_schedule, Arrival};
@@ -180,7 +179,6 @@ struct Sim<'a> {
     requests: FxHashMap<u64, InFlight>,
     queue: VecDeque<u64>,
     head_at: Option<Nanos>,
-    rng: SmallRng,
     agg: RunAggregate,
 }
 
@@ -255,7 +253,6 @@ impl<'a> Sim<'a> {
             requests: FxHashMap::default(),
             queue: VecDeque::new(),
             head_at: None,
-            rng: SmallRng::seed_from_u64(s.seed),
             agg: RunAggregate::new(name, strategy),
         }
     }
@@ -426,7 +423,10 @@ impl<'a> Sim<'a> {
                 Action::Backoff { attempt, error } => {
                     let delay = match &self.limiter {
                         Some(l) => l.backoff_delay_now(&self.key, attempt, &error),
-                        None => self.retry.delay(attempt, &error, &mut self.rng),
+                        None => {
+                            let seed = RetrySeed::for_request(self.s.seed, id);
+                            self.retry.delay(attempt, &error, &mut seed.rng(attempt))
+                        }
                     };
                     self.wake_head(t);
                     LifeEvent::BackoffDecided(delay)
@@ -478,7 +478,8 @@ impl<'a> Sim<'a> {
             let refused = LifeEvent::Refused {
                 waited: Duration::from_nanos(waited),
             };
-            match limiter.try_acquire_now(&self.key, r.machine.estimate()) {
+            let behind = self.queue.len() - 1;
+            match limiter.try_acquire_queued_now(&self.key, r.machine.estimate(), behind) {
                 Ok(permit) => {
                     self.queue.pop_front();
                     if let Some(r) = self.requests.get_mut(&id) {

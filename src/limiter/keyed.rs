@@ -83,8 +83,15 @@ struct Pause {
 }
 
 impl KeyInner {
-    /// Admits `cost` at `now` unless paused or refused by a dimension.
+    /// Admits `cost` at `now` unless paused or refused by a dimension; the waiters queued
+    /// behind it are this key's own.
     fn admit(&mut self, now: Nanos, cost: Cost) -> Result<(), Denial> {
+        self.admit_behind(now, cost, self.queue.len().saturating_sub(1))
+    }
+
+    /// [`admit`](Self::admit) with `behind` waiters queued behind this request (spread
+    /// after a pause).
+    fn admit_behind(&mut self, now: Nanos, cost: Cost, behind: usize) -> Result<(), Denial> {
         if now < self.pause.gate {
             if let Some(never) = self.limits.never_fits(cost) {
                 return Err(never);
@@ -101,7 +108,7 @@ impl KeyInner {
         if now < self.pause.resume_end {
             // Spread the waiters behind this one over the rest of the resume phase, each
             // slot shortened at random so resumes are jittered but stay inside the phase.
-            let behind = self.queue.len().saturating_sub(1).max(1) as u64;
+            let behind = behind.max(1) as u64;
             let slot = (self.pause.resume_end - now) / behind;
             self.pause.gate = now + (slot as f64 * self.rng.random_range(0.5..1.0)) as Nanos;
         }
@@ -237,11 +244,34 @@ impl KeyedLimiter {
         self.admit_now(&state, key, estimate)
     }
 
+    /// [`try_acquire_now`](Self::try_acquire_now) for a caller that keeps its own FIFO queue
+    /// of waiters on the key (the simulator): `behind` of them wait behind this request,
+    /// and after a pause they resume spread out as `acquire`'s own waiters would be.
+    pub fn try_acquire_queued_now(
+        &self,
+        key: &LimitKey,
+        estimate: Cost,
+        behind: usize,
+    ) -> Result<Permit, Denial> {
+        let state = self.state(key);
+        self.admit_now_behind(&state, key, estimate, behind)
+    }
+
     fn admit_now(
         &self,
         state: &Arc<KeyState>,
         key: &LimitKey,
         estimate: Cost,
+    ) -> Result<Permit, Denial> {
+        self.admit_now_behind(state, key, estimate, 0)
+    }
+
+    fn admit_now_behind(
+        &self,
+        state: &Arc<KeyState>,
+        key: &LimitKey,
+        estimate: Cost,
+        behind: usize,
     ) -> Result<Permit, Denial> {
         let now = {
             let mut inner = state.inner.lock();
@@ -249,7 +279,7 @@ impl KeyedLimiter {
             // were admitted against, even when threads race.
             let now = self.clock.now();
             let admitted = if inner.queue.is_empty() {
-                inner.admit(now, estimate)
+                inner.admit_behind(now, estimate, behind)
             } else {
                 Err(Denial::Queued {
                     waiting: inner.queue.len(),

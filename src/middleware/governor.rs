@@ -35,6 +35,25 @@ pub const WAITS_KEPT: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimiterWait(pub Duration);
 
+/// A per-call seed for the retry jitter of a governor without a limiter. A caller that puts
+/// it in the call's context gets that call's retry delays drawn from it, retry by retry, so
+/// the same request draws the same delays whatever other requests do meanwhile (the live
+/// harness and the simulator both seed each request this way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySeed(pub u64);
+
+impl RetrySeed {
+    /// The seed of request `id` in a run seeded `seed`.
+    pub fn for_request(seed: u64, id: u64) -> Self {
+        Self(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// The random stream retry number `attempt`'s delay is drawn from.
+    pub fn rng(self, attempt: u32) -> SmallRng {
+        SmallRng::seed_from_u64(self.0 ^ u64::from(attempt).wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+}
+
 /// Where retry delays come from.
 #[derive(Debug)]
 enum Backoff {
@@ -210,7 +229,10 @@ impl GovernorMiddleware {
                 Action::Backoff { attempt, error } => {
                     let delay = match (&self.backoff, &self.limiter) {
                         (Backoff::Limiter, Some(l)) => l.backoff_delay(key, attempt, &error).await,
-                        (Backoff::Policy(p, rng), _) => p.delay(attempt, &error, &mut *rng.lock()),
+                        (Backoff::Policy(p, rng), _) => match ctx.extensions.get::<RetrySeed>() {
+                            Some(seed) => p.delay(attempt, &error, &mut seed.rng(attempt)),
+                            None => p.delay(attempt, &error, &mut *rng.lock()),
+                        },
                         (Backoff::Limiter, None) => None,
                     };
                     g.machine
@@ -359,5 +381,46 @@ impl Middleware for GovernorMiddleware {
             Event::Responded { tokens, meta }
         };
         self.ended(event, ctx).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::limiter::BackoffConfig;
+
+    #[test]
+    fn retry_bookkeeping_keeps_only_the_most_recent_waits() {
+        let g = GovernorMiddleware::unlimited(
+            BackoffConfig::default().policy(),
+            1,
+            Arc::new(ManualClock::new(0)),
+        );
+        for ms in 0..(WAITS_KEPT as u64 + 100) {
+            g.remember_wait(Duration::from_millis(ms));
+        }
+        let waits = g.waits();
+        assert_eq!(waits.len(), WAITS_KEPT);
+        assert_eq!(
+            waits[0],
+            Duration::from_millis(100),
+            "the oldest were dropped"
+        );
+        assert_eq!(
+            waits[WAITS_KEPT - 1],
+            Duration::from_millis(WAITS_KEPT as u64 + 99)
+        );
+    }
+
+    #[test]
+    fn limits_cannot_be_on_without_a_limiter() {
+        let g = GovernorMiddleware::unlimited(
+            BackoffConfig::default().policy(),
+            1,
+            Arc::new(ManualClock::new(0)),
+        )
+        .with_limits(true);
+        assert!(!g.limits);
     }
 }

@@ -50,7 +50,7 @@ pub use auth::{AuthMiddleware, CredentialError, CredentialSource, StaticCredenti
 pub use cache::CacheMiddleware;
 pub use context::{Extensions, MiddlewareContext};
 pub use fallback::FallbackMiddleware;
-pub use governor::{GovernorMiddleware, LimiterWait};
+pub use governor::{GovernorMiddleware, LimiterWait, RetrySeed};
 pub use logging::LoggingMiddleware;
 pub use stream::{PipelineStream, StreamEnd};
 
