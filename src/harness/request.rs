@@ -1,5 +1,5 @@
 //! One request's life in a live run, through the product's own client: the middleware
-//! [`Pipeline`] with the governed step ([`GovernorMiddleware`], the request lifecycle) in
+//! [`Pipeline`] with the governed step ([`GovernorMiddleware`](crate::middleware::GovernorMiddleware), the request lifecycle) in
 //! front of the connector — exactly what a [`Hub`](crate::hub::Hub) runs — plus an
 //! innermost [`AttemptObserver`] that times each attempt for the [`RequestRecord`] the
 //! report aggregates.

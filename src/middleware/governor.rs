@@ -4,7 +4,7 @@
 //! Each call gets one [`RequestLifecycle`] per provider it is sent to, kept in the call's
 //! context. `on_request` performs the machine's actions up to the send (acquire on the key
 //! `provider id + model [+ deployment]`, the estimate being the provider's own
-//! [`AdmissionRule`](crate::provider::admission::AdmissionRule)); `on_response`,
+//! [`AdmissionRule`]); `on_response`,
 //! `on_error` and `on_stream_end` feed how the attempt ended and perform what follows:
 //! record the usage, ask for the backoff, sleep, and answer `Retry` — so the next attempt
 //! acquires again. Since one machine makes every decision, no order of middlewares can
