@@ -223,8 +223,6 @@ pub struct RequestLifecycle {
     attempts: u32,
     /// Time spent in the limiter, over all attempts.
     waited: Duration,
-    /// The HTTP status of the last attempt's answer, if any.
-    last_status: Option<u16>,
 }
 
 impl RequestLifecycle {
@@ -242,7 +240,6 @@ impl RequestLifecycle {
             state: State::New,
             attempts: 0,
             waited: Duration::ZERO,
-            last_status: None,
         }
     }
 
@@ -301,7 +298,6 @@ impl RequestLifecycle {
                 self.finish(Outcome::Refused)
             }
             (State::Sending, Event::Responded { tokens, meta }) => {
-                self.last_status = meta.status.or(Some(200));
                 self.record(
                     Cost::request(tokens),
                     meta,
@@ -309,12 +305,10 @@ impl RequestLifecycle {
                 )
             }
             (State::Sending, Event::Failed { error, meta }) => {
-                self.last_status = error.status;
                 let charge = charge_after(&error, self.estimate);
                 self.record(charge, meta, Next::Retry(error))
             }
             (State::Sending, Event::Rerouted { error, meta }) => {
-                self.last_status = error.status;
                 let charge = charge_after(&error, self.estimate);
                 self.record(charge, meta, Next::Finish(Outcome::Rerouted))
             }
@@ -393,11 +387,6 @@ impl RequestLifecycle {
 
     fn confused(&mut self) -> Action {
         self.finish(Outcome::Failed)
-    }
-
-    /// The HTTP status of the last attempt's answer, if it had one.
-    pub fn last_status(&self) -> Option<u16> {
-        self.last_status
     }
 }
 
