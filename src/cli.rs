@@ -22,7 +22,7 @@ use crate::harness::tune::search::Budget;
 use crate::harness::tune::{
     parse_constraint, parse_range, tune, Objective, Param as TuneParam, TuneError, TuneOptions,
 };
-use crate::harness::verify::verify;
+use crate::harness::verify::{render as render_outcome, verify};
 use crate::harness::{charts, html};
 use crate::units::parse_duration;
 
@@ -138,11 +138,12 @@ enum Command {
         /// The scenario file.
         file: PathBuf,
     },
-    /// Property-test the scenario's limiter configs with the library's invariant checkers.
+    /// Prove the scenario's limiter configs with the library's conformance kit: adversarial
+    /// traces, every property checked, a failure shrunk to a minimal counterexample.
     Verify {
         /// The scenario file.
         file: PathBuf,
-        /// Random traces per limiter.
+        /// Adversarial traces per limiter.
         #[arg(long, default_value_t = 256)]
         cases: u32,
         /// Seed of the traces (default: the scenario's).
@@ -403,23 +404,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .map_err(|e| Failure::BadInput(e.into()))?;
             let mut failed = false;
             for o in &outcomes {
-                match &o.counterexample {
-                    None => println!(
-                        "{}: {} traces, {} admitted: invariants hold",
-                        o.limiter, o.cases, o.admitted
-                    ),
-                    Some(c) => {
-                        failed = true;
-                        println!(
-                            "{}: FAILED on {} (trace seed {}): {}",
-                            o.limiter, c.dimension, c.seed, c.violation
-                        );
-                        println!(
-                            "  admissions (ns, cost) in the violating span: {:?}",
-                            c.excerpt
-                        );
-                    }
-                }
+                failed |= o.counterexample.is_some();
+                println!("{}", render_outcome(o));
             }
             Ok(if failed {
                 ExitCode::from(3)

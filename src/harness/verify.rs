@@ -1,135 +1,142 @@
-//! `hub verify`: property-tests a scenario's limiter configurations. Random traces shaped
-//! by the scenario's workload (its request costs, arrivals at about twice the tightest limit,
-//! with bursts) are driven through the real [`KeyedLimiter`] on a manual clock, and what each
-//! dimension admitted is checked by the library's invariant checkers
-//! ([`invariants::check`]). The first violation is returned as a counterexample.
+//! `hub verify`: proves a scenario's limiter configurations with the library's conformance
+//! kit ([`conformance::check`]). Each `[[limiter]]` runs on the real [`KeyedLimiter`] on a
+//! manual clock through adversarial traces — saturation with retries at exactly each
+//! returned wait and 1 ns before it, weighted costs near capacity, each dimension in turn
+//! refusing, refunds and extra charges, a clock going backwards, idle gaps then bursts,
+//! queued and cancelled `acquire` waiters — mixed with the scenario's own request costs.
+//! Every [`Property`](conformance::Property) is checked; the first failure comes back
+//! shrunk to a minimal counterexample.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use crate::clock::ManualClock;
+use crate::limiter::conformance::{
+    self, ConformanceError, Counterexample, Options, Report, Subject,
+};
+use crate::limiter::{Backend, ConfigError, Cost, KeyedLimiter};
 
-use crate::clock::{Clock, ManualClock, Nanos};
-use crate::limiter::invariants::{self, Violation};
-use crate::limiter::{ConfigError, Cost, KeyedLimiter, RateLimitType};
-
-use super::scenario::Scenario;
+use super::scenario::{LimiterSpec, Scenario};
 
 /// What verifying one limiter found.
 #[derive(Debug, Clone)]
 pub struct VerifyOutcome {
     /// The `[[limiter]]` name.
     pub limiter: String,
-    /// Traces run.
+    /// Traces asked for.
     pub cases: u32,
-    /// Requests admitted over all traces.
-    pub admitted: u64,
-    /// The first counterexample, if any.
-    pub counterexample: Option<Counterexample>,
+    /// What the passing traces did (all of them, when nothing failed).
+    pub report: Report,
+    /// The first property broken, shrunk; `None` when every property held.
+    pub counterexample: Option<Box<Counterexample>>,
 }
 
-/// A trace on which a dimension broke its strategy's bound.
-#[derive(Debug, Clone)]
-pub struct Counterexample {
-    /// The trace's seed (rerun with it to reproduce).
-    pub seed: u64,
-    /// The dimension.
-    pub dimension: RateLimitType,
-    /// What was broken.
-    pub violation: Violation,
-    /// The admissions `(ns, cost)` of that dimension around the violation.
-    pub excerpt: Vec<(Nanos, u64)>,
+impl VerifyOutcome {
+    /// Requests admitted over the passing traces.
+    pub fn admitted(&self) -> u64 {
+        self.report.admitted
+    }
 }
 
-/// Requests per trace.
-const TRACE_LEN: u64 = 400;
+/// How many of the scenario's request shapes the traces draw costs from.
+const WORKLOAD_SAMPLE: u64 = 256;
 
-/// Verifies every limiter of `scenario` (the `none` baseline has nothing to verify) on
-/// `cases` random traces each, seeded from `seed`.
+/// The conformance options for `scenario`: `cases` traces seeded from `seed`, with the
+/// scenario's request costs (prompt + `max_tokens`) mixed into the adversarial ones.
+pub fn options(scenario: &Scenario, cases: u32, seed: u64) -> Options {
+    let workload = (0..WORKLOAD_SAMPLE)
+        .map(|i| {
+            let shape = scenario.workload.shape(seed, i);
+            Cost::request(shape.prompt_tokens + shape.max_tokens)
+        })
+        .collect();
+    Options {
+        traces: cases,
+        seed,
+        workload,
+        ..Options::default()
+    }
+}
+
+/// The limiters of `scenario` worth proving (the `none` baseline has nothing to prove), each
+/// with the subject the conformance kit checks it against: the scenario's key and the
+/// limiter's resolved limits.
+pub fn subjects(scenario: &Scenario) -> Result<Vec<(&LimiterSpec, Subject)>, ConfigError> {
+    let key = scenario.limit_key();
+    let mut out = Vec::new();
+    for spec in &scenario.limiters {
+        let Some(limit) = &spec.limit else { continue };
+        out.push((spec, Subject::from_config(key.clone(), limit)?));
+    }
+    Ok(out)
+}
+
+/// Proves every limiter of `scenario` on the in-memory backend, on `cases` traces each,
+/// seeded from `seed`. A limiter with only a concurrency limit has no rate to prove and is
+/// reported with zero traces.
 pub fn verify(
     scenario: &Scenario,
     cases: u32,
     seed: u64,
 ) -> Result<Vec<VerifyOutcome>, ConfigError> {
-    let key = scenario.limit_key();
+    let options = options(scenario, cases, seed);
     let mut out = Vec::new();
-    for spec in &scenario.limiters {
-        let (Some(strategy), Some(cfg)) = (spec.strategy, scenario.limiter_config(spec)) else {
+    for (spec, subject) in subjects(scenario)? {
+        let Some(mut config) = scenario.limiter_config(spec) else {
             continue;
         };
-        let Some(rule) = cfg.config_for(&key) else {
-            continue;
-        };
-        let dims: Vec<_> = rule
-            .dimensions()?
-            .into_iter()
-            .filter(|d| d.kind != RateLimitType::Concurrent)
-            .collect();
-        // Mean gap: half the tightest dimension's pace for an average request.
-        let mean_cost =
-            scenario.workload.prompt_tokens.mean() + scenario.workload.max_tokens as f64;
-        let pace = dims
-            .iter()
-            .map(|d| {
-                let cost = match d.kind.unit() {
-                    crate::limiter::Unit::Requests => 1.0,
-                    crate::limiter::Unit::Tokens => mean_cost,
-                };
-                cost / d.rate_per_nano()
-            })
-            .fold(1.0_f64, f64::max);
-        let mut outcome = VerifyOutcome {
-            limiter: spec.name.clone(),
-            cases,
-            admitted: 0,
-            counterexample: None,
-        };
-        for case in 0..cases {
-            let case_seed = seed ^ u64::from(case).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let clock = ManualClock::new(0);
-            let limiter =
-                KeyedLimiter::new(cfg.clone(), Arc::new(clock.clone()))?.with_seed(case_seed);
-            let mut rng = SmallRng::seed_from_u64(case_seed);
-            let mut traces = vec![Vec::new(); dims.len()];
-            for i in 0..TRACE_LEN {
-                // Mostly exponential gaps at twice the pace; now and then a burst (no gap).
-                if !rng.random_bool(0.1) {
-                    let gap = -(pace / 2.0) * (1.0 - rng.random::<f64>()).ln();
-                    clock.advance(Duration::from_nanos(gap.min(1e15) as u64));
-                }
-                let shape = scenario.workload.shape(case_seed, i);
-                let cost = Cost::request(shape.prompt_tokens + shape.max_tokens);
-                if limiter.try_acquire_now(&key, cost).is_ok() {
-                    outcome.admitted += 1;
-                    let now = clock.now();
-                    for (trace, d) in traces.iter_mut().zip(&dims) {
-                        trace.push((now, d.kind.cost_of(cost)));
-                    }
-                }
-            }
-            let found = dims.iter().zip(&traces).find_map(|(d, trace)| {
-                invariants::check(strategy, d, trace).map(|v| (d.kind, v, trace))
-            });
-            if let Some((dimension, violation, trace)) = found {
-                let excerpt = trace
-                    .iter()
-                    .copied()
-                    .filter(|(t, _)| *t >= violation.from && *t <= violation.to)
-                    .take(50)
-                    .collect();
-                outcome.counterexample = Some(Counterexample {
-                    seed: case_seed,
-                    dimension,
-                    violation,
-                    excerpt,
-                });
-                break;
-            }
-        }
-        out.push(outcome);
+        // Virtual time: always in memory, whatever the scenario runs live on.
+        config.backend = Backend::Memory;
+        config.redis = None;
+        let clock = ManualClock::new(0);
+        let limiter = KeyedLimiter::new(config, Arc::new(clock.clone()))?.with_seed(seed);
+        let result =
+            futures::executor::block_on(conformance::check(&limiter, &clock, &subject, &options));
+        out.push(outcome(spec, cases, result));
     }
     Ok(out)
+}
+
+/// The outcome of one limiter's conformance run.
+pub(crate) fn outcome(
+    spec: &LimiterSpec,
+    cases: u32,
+    result: Result<Report, ConformanceError>,
+) -> VerifyOutcome {
+    let (report, counterexample) = match result {
+        Ok(report) => (report, None),
+        Err(ConformanceError::Violated(c)) => (Report::default(), Some(c)),
+        Err(ConformanceError::NothingToProve { .. }) => (Report::default(), None),
+    };
+    VerifyOutcome {
+        limiter: spec.name.clone(),
+        cases,
+        report,
+        counterexample,
+    }
+}
+
+/// The outcome as `hub verify` prints it: one line for a pass, the property and its
+/// minimal counterexample for a failure.
+pub fn render(o: &VerifyOutcome) -> String {
+    match &o.counterexample {
+        None => {
+            let r = &o.report;
+            format!(
+                "{}: {} traces, {} steps: {} admitted, {} refused, {} exact-wait probes, {} \
+                 reconciled, {} queued, {} with the clock back: every property holds",
+                o.limiter,
+                r.traces,
+                r.steps,
+                r.admitted,
+                r.refused,
+                r.exact_waits,
+                r.reconciled,
+                r.queued,
+                r.backwards
+            )
+        }
+        Some(c) => format!("{}: FAILED — {c}", o.limiter),
+    }
 }
 
 #[cfg(test)]
@@ -171,13 +178,14 @@ mod tests {
         let outcomes = verify(&s, 16, 3).unwrap();
         assert_eq!(outcomes.len(), 3, "the baseline is skipped");
         for o in outcomes {
-            assert!(o.admitted > 0, "{}: traces admit something", o.limiter);
+            assert!(o.admitted() > 0, "{}: traces admit something", o.limiter);
             assert!(
-                o.counterexample.is_none(),
-                "{}: {:?}",
-                o.limiter,
-                o.counterexample
+                o.report.exact_waits > 0,
+                "{}: exact waits probed",
+                o.limiter
             );
+            assert!(o.counterexample.is_none(), "{}", render(&o));
+            assert!(render(&o).ends_with("every property holds"));
         }
     }
 }
