@@ -273,16 +273,29 @@ impl<'a> Run<'a> {
                 self.attempt(cost, hold).await?;
             }
             Op::Burst { cost, max } => {
+                let mark = self.note.len();
                 let mut n = 0;
+                let mut result = Ok(());
                 for _ in 0..max {
-                    if !self.attempt(cost, false).await? {
-                        break;
+                    match self.attempt(cost, false).await {
+                        Ok(true) => n += 1,
+                        Ok(false) => break,
+                        Err(f) => {
+                            result = Err(f);
+                            break;
+                        }
                     }
-                    n += 1;
                 }
                 if self.record {
-                    self.note.insert(0, format!("{n} admitted"));
+                    // One line for the burst: how many, and how it ended.
+                    let last = self.note.pop().filter(|_| self.note.len() >= mark);
+                    self.note.truncate(mark);
+                    self.note.push(format!("{n} admitted"));
+                    if let Some(last) = last.filter(|l| !l.ends_with(" admitted")) {
+                        self.note.push(format!("then {last}"));
+                    }
                 }
+                result?;
             }
             Op::Record { permit, delta } => self.reconcile(permit, delta).await?,
             Op::Enqueue { cost } => {
@@ -725,7 +738,7 @@ impl<'a> Run<'a> {
                     Property::Bound,
                     format!(
                         "{} ({} per {:?}, burst {}): {} units admitted from t+{} ns to t+{} ns{}, \
-                         at most {} allowed by the {}",
+                         at most {} allowed by the {} ({})",
                         d.limit.kind,
                         d.limit.amount,
                         d.limit.kind.window().unwrap_or_default(),
@@ -737,7 +750,8 @@ impl<'a> Run<'a> {
                             .map(|s| format!(" (window from t+{} ns)", rel(s)))
                             .unwrap_or_default(),
                         v.bound,
-                        v.invariant
+                        v.invariant,
+                        v.invariant.statement()
                     ),
                 ));
             }
