@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use connector_hub::clock::{Clock, ManualClock, Nanos, Sleep};
-use connector_hub::limiter::conformance::{self, Op, Options, Property, Subject};
+use connector_hub::limiter::conformance::{self, GuardedClock, Op, Options, Property, Subject};
 use connector_hub::limiter::{
     Cost, Denial, DimensionUsage, ErrorInfo, KeyedLimiter, LimitError, LimitKey, LimiterConfig,
     Permit, RateLimitConfig, RateLimitType, RateLimiter, ResponseMeta, Strategy as Algorithm,
@@ -28,7 +28,7 @@ fn keyed(toml: &str) -> (KeyedLimiter, Subject, ManualClock) {
     let subject = Subject::from_config(key(), cfg.default.as_ref().expect("default rule"))
         .expect("config is valid");
     let clock = ManualClock::new(0);
-    let limiter = KeyedLimiter::new(cfg, Arc::new(clock.clone()))
+    let limiter = KeyedLimiter::new(cfg, Arc::new(GuardedClock::new(clock.clone())))
         .expect("config is valid")
         .with_seed(1);
     (limiter, subject, clock)
@@ -361,5 +361,170 @@ impl RateLimiter for FixedWindow {
     async fn reset(&self, _key: &LimitKey) -> Result<(), LimitError> {
         *self.state.lock() = (0, 0);
         Ok(())
+    }
+}
+
+/// The limits of `scenarios/quickstart.toml`, where `hub verify` caught the four bugs of
+/// issue 17, under `strategy`.
+fn quickstart(strategy: &str) -> (KeyedLimiter, Subject, ManualClock) {
+    keyed(&format!(
+        "strategy = \"{strategy}\"\nlimits = {{ rpm = 60, tpm = 40000 }}\nheadroom = 0.95\naccounting = \"estimate\"\nmax_wait = \"2s\""
+    ))
+}
+
+/// Replays `ops` on the quickstart limits under `strategy`: every property holds.
+fn replay_passes(strategy: &str, ops: &[Op]) -> conformance::Tally {
+    let (limiter, subject, clock) = quickstart(strategy);
+    match futures::executor::block_on(conformance::replay(&limiter, &clock, &subject, ops)) {
+        Ok(tally) => tally,
+        Err(c) => panic!("{strategy}: {c}"),
+    }
+}
+
+/// Issue 17, bugs (a) and (b) — a token bucket refilling 1 % too fast, a sliding-log entry
+/// leaving the window 1 ns early: after a burst, the same request 1 ns before the instant
+/// its denial named is refused (the minimal counterexample `hub verify` printed for both).
+#[test]
+fn regression_a_request_1_ns_before_its_retry_instant_is_refused() {
+    let cost = Cost::request(277);
+    let ops = [
+        Op::Burst { cost, max: 58 },
+        Op::AtWait(-1),
+        Op::Try { cost, hold: false },
+        Op::AtWait(0),
+        Op::Try { cost, hold: false },
+    ];
+    for strategy in STRATEGIES {
+        let t = replay_passes(strategy, &ops);
+        assert_eq!(
+            t.refused, 2,
+            "{strategy}: refused after the burst and 1 ns early"
+        );
+        assert_eq!(t.exact_waits, 2, "{strategy}");
+    }
+}
+
+/// Issue 17, bug (c) — only the first dimension checked before the all-or-nothing commit:
+/// a burst of token-heavy requests is refused by the token dimension while the request
+/// dimension has room, and the refusal takes nothing from either.
+#[test]
+fn regression_the_second_dimension_refuses_a_burst_the_first_would_admit() {
+    let ops = [Op::Burst {
+        cost: Cost::request(3455),
+        max: 11,
+    }];
+    for strategy in STRATEGIES {
+        let t = replay_passes(strategy, &ops);
+        assert_eq!(
+            t.refused, 1,
+            "{strategy}: the 11th of 3455 tokens is refused by the TPM"
+        );
+    }
+    // With the leaky bucket: the refusal after a token-heavy request names the token
+    // dimension's pace (the longest wait), not the request dimension's shorter one, and
+    // the retry at that instant is admitted within both paces.
+    let ops = [
+        Op::Enqueue {
+            cost: Cost::request(697),
+        },
+        Op::Try {
+            cost: Cost::request(0),
+            hold: false,
+        },
+        Op::AtWait(0),
+        Op::Try {
+            cost: Cost::request(0),
+            hold: false,
+        },
+    ];
+    let t = replay_passes("leaky_bucket", &ops);
+    assert_eq!((t.admitted, t.refused), (2, 1));
+}
+
+/// Issue 17, bug (d) — a token bucket wait rounded down: after a burst, the same request
+/// at exactly the instant its denial named is admitted (never told to wait 0 ns more), and
+/// so is a queued `acquire` at its instant (never spinning on zero waits).
+#[test]
+fn regression_a_request_at_its_retry_instant_is_admitted() {
+    let cost = Cost::request(0);
+    let ops = [
+        Op::Burst { cost, max: 58 },
+        Op::AtWait(0),
+        Op::Try { cost, hold: false },
+        Op::Try { cost, hold: false },
+        Op::Enqueue { cost },
+        Op::AtWait(-1),
+        Op::AtWait(0),
+    ];
+    for strategy in STRATEGIES {
+        let t = replay_passes(strategy, &ops);
+        assert_eq!((t.queued, t.exact_waits), (1, 1), "{strategy}: {t:?}");
+        assert!(
+            t.admitted >= 3,
+            "{strategy}: the burst, the retry, the waiter: {t:?}"
+        );
+    }
+}
+
+/// A limiter whose `acquire` polls its clock with sleeps that are already over (a busy
+/// wait) is reported, not left spinning: the kit's guarded clock stops it.
+#[test]
+fn a_busy_waiting_acquire_is_reported_not_hung() {
+    let cfg = LimiterConfig::from_toml("[default]\nlimits = { rpm = 6 }").unwrap();
+    let subject = Subject::from_config(key(), cfg.default.as_ref().unwrap()).unwrap();
+    let clock = ManualClock::new(0);
+    let guarded: Arc<dyn Clock> = Arc::new(GuardedClock::new(clock.clone()));
+    let limiter = Spinning {
+        inner: KeyedLimiter::new(cfg, guarded.clone()).unwrap(),
+        clock: guarded,
+    };
+    let err = run(&limiter, &clock, &subject, &Options::default()).expect_err("reported");
+    let c = err.counterexample().unwrap();
+    assert_eq!(c.property, Property::NoBusyWait, "{c}");
+    assert!(c.detail.contains(conformance::BUSY_WAIT), "{c}");
+}
+
+/// The keyed limiter, except that `acquire` retries `try_acquire` in a loop, "sleeping"
+/// until now.
+#[derive(Debug)]
+struct Spinning {
+    inner: KeyedLimiter,
+    clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl RateLimiter for Spinning {
+    async fn acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, LimitError> {
+        loop {
+            match self.inner.try_acquire_now(key, estimate) {
+                Ok(p) => return Ok(p),
+                Err(d) => {
+                    if let Some(e) = LimitError::from_denial(key, &d) {
+                        return Err(e);
+                    }
+                    self.clock.sleep_until(self.clock.now()).await;
+                }
+            }
+        }
+    }
+    async fn try_acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, Denial> {
+        self.inner.try_acquire(key, estimate).await
+    }
+    async fn record_usage(
+        &self,
+        permit: Permit,
+        actual: Cost,
+        meta: &ResponseMeta,
+    ) -> Result<UsageRecord, LimitError> {
+        self.inner.record_usage(permit, actual, meta).await
+    }
+    async fn backoff_delay(&self, key: &LimitKey, attempt: u32, e: &ErrorInfo) -> Option<Duration> {
+        self.inner.backoff_delay(key, attempt, e).await
+    }
+    async fn usage_stats(&self, key: &LimitKey) -> Result<UsageStats, LimitError> {
+        self.inner.usage_stats(key).await
+    }
+    async fn reset(&self, key: &LimitKey) -> Result<(), LimitError> {
+        self.inner.reset(key).await
     }
 }

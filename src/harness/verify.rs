@@ -88,7 +88,8 @@ pub fn verify(
         config.backend = Backend::Memory;
         config.redis = None;
         let clock = ManualClock::new(0);
-        let limiter = KeyedLimiter::new(config, Arc::new(clock.clone()))?.with_seed(seed);
+        let guarded = conformance::GuardedClock::new(clock.clone());
+        let limiter = KeyedLimiter::new(config, Arc::new(guarded))?.with_seed(seed);
         let result =
             futures::executor::block_on(conformance::check(&limiter, &clock, &subject, &options));
         out.push(outcome(spec, cases, result));

@@ -15,7 +15,8 @@
 //! queued `acquire` waiters, some of them cancelled.
 //!
 //! What the kit needs from the limiter: its clock is the [`ManualClock`] given to
-//! [`check`]; [`RateLimiter::reset`] puts the [`Subject`]'s key back to full capacity
+//! [`check`] — best wrapped in a [`GuardedClock`], so that an `acquire` that spins on
+//! zero waits is reported ([`Property::NoBusyWait`]) rather than hanging the check; [`RateLimiter::reset`] puts the [`Subject`]'s key back to full capacity
 //! (each trace starts with it, at a time aligned to every window, so a trace replays
 //! identically while it is shrunk); the limits it enforces on the key are the
 //! [`Subject`]'s.
@@ -23,7 +24,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use connector_hub::clock::ManualClock;
-//! use connector_hub::limiter::conformance::{self, Options, Subject};
+//! use connector_hub::limiter::conformance::{self, GuardedClock, Options, Subject};
 //! use connector_hub::limiter::{KeyedLimiter, LimitKey, LimiterConfig};
 //!
 //! let config = LimiterConfig::from_toml(
@@ -33,7 +34,7 @@
 //! let key = LimitKey::new("openai", "gpt-4o-mini");
 //! let subject = Subject::from_config(key, config.default.as_ref().unwrap()).unwrap();
 //! let clock = ManualClock::new(0);
-//! let limiter = KeyedLimiter::new(config, Arc::new(clock.clone())).unwrap();
+//! let limiter = KeyedLimiter::new(config, Arc::new(GuardedClock::new(clock.clone()))).unwrap();
 //!
 //! let options = Options { traces: 8, ..Options::default() };
 //! let report = futures::executor::block_on(conformance::check(&limiter, &clock, &subject, &options))
@@ -42,6 +43,7 @@
 //! assert!(report.admitted > 0 && report.exact_waits > 0);
 //! ```
 
+mod guard;
 mod run;
 pub mod script;
 mod shrink;
@@ -59,6 +61,7 @@ use super::config::{
 };
 use super::{Cost, LimitKey, RateLimiter};
 
+pub use guard::{GuardedClock, BUSY_WAIT, BUSY_WAIT_LIMIT};
 pub use run::Tally;
 pub use script::Op;
 
@@ -90,11 +93,13 @@ pub enum Property {
     ResetRestores,
     /// Every call on the key answers.
     Answers,
+    /// A waiting `acquire` sleeps; it never spins.
+    NoBusyWait,
 }
 
 impl Property {
     /// Every property, in the order they are documented.
-    pub const ALL: [Property; 12] = [
+    pub const ALL: [Property; 13] = [
         Self::Bound,
         Self::ExactWait,
         Self::AllOrNothing,
@@ -107,6 +112,7 @@ impl Property {
         Self::Slots,
         Self::ResetRestores,
         Self::Answers,
+        Self::NoBusyWait,
     ];
 
     /// The property in one sentence.
@@ -160,6 +166,11 @@ impl Property {
                 "every call on a configured key answers: usage_stats, record_usage and reset \
                  never fail"
             }
+            Self::NoBusyWait => {
+                "an acquire that has to wait sleeps until a later instant: it never spins on \
+                 sleeps that are already over while the clock stands still (seen through a \
+                 GuardedClock)"
+            }
         }
     }
 
@@ -178,6 +189,7 @@ impl Property {
             Self::Slots => "slots",
             Self::ResetRestores => "reset-restores",
             Self::Answers => "answers",
+            Self::NoBusyWait => "no-busy-wait",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the end of the trace.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -629,7 +630,31 @@ impl<'a> Run<'a> {
         let mut i = 0;
         while i < self.waiters.len() {
             let w = &mut self.waiters[i];
-            let polled = std::future::poll_fn(|cx| Poll::Ready(w.fut.as_mut().poll(cx))).await;
+            // A busy-waiting acquire panics in a GuardedClock: caught here, reported.
+            let polled = std::future::poll_fn(|cx| {
+                Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    w.fut.as_mut().poll(cx)
+                })))
+            })
+            .await;
+            let polled = match polled {
+                Ok(p) => p,
+                Err(payload) => {
+                    let message = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default();
+                    let cost = self.waiters.remove(i).cost;
+                    if message.starts_with(super::BUSY_WAIT) {
+                        return Err(fail(
+                            Property::NoBusyWait,
+                            format!("acquire {} spun: {message}", show(cost)),
+                        ));
+                    }
+                    std::panic::resume_unwind(payload);
+                }
+            };
             let now = self.clock.now();
             match polled {
                 Poll::Pending => {
