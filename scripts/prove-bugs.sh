@@ -21,7 +21,7 @@ for bug in "${@:-a b c d}"; do
     git checkout -- src/limiter
     scripts/inject-bug.sh "$b" >/dev/null || { escaped=1; continue; }
     # shellcheck disable=SC2086
-    cargo test $flags --test limiter_properties --test limiter_conformance >"$out/$b-tests.log" 2>&1
+    cargo test $flags --no-fail-fast --test limiter_properties --test limiter_conformance >"$out/$b-tests.log" 2>&1
     tests=$?
     # shellcheck disable=SC2086
     cargo run -q $flags --bin hub -- verify "$scenario" >"$out/$b-verify.log" 2>&1
@@ -29,7 +29,7 @@ for bug in "${@:-a b c d}"; do
     caught_tests=$([ $tests -ne 0 ] && echo caught || echo ESCAPED)
     caught_verify=$([ $verify -eq 3 ] && echo caught || echo "ESCAPED (exit $verify)")
     echo "bug $b: property tests $caught_tests; hub verify $scenario $caught_verify"
-    grep -E "^test .* FAILED$" "$out/$b-tests.log" | sed 's/^/    /'
+    grep -E "^(test .* FAILED|     Running)" "$out/$b-tests.log" | sed "s/^/    /"
     grep -E "FAILED" "$out/$b-verify.log" | cut -c1-160 | sed 's/^/    /'
     if [ $tests -eq 0 ] || [ $verify -ne 3 ]; then escaped=1; fi
   done
