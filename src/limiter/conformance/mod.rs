@@ -21,6 +21,10 @@
 //! identically while it is shrunk); the limits it enforces on the key are the
 //! [`Subject`]'s.
 //!
+//! A limiter whose decisions are made on a clock the kit cannot move — the Redis
+//! backend's server clock — is proved in real time by [`check_server_clock`], on the
+//! properties that apply there (its module docs say which, and why).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use connector_hub::clock::ManualClock;
@@ -46,6 +50,7 @@
 mod guard;
 mod run;
 pub mod script;
+mod server;
 mod shrink;
 
 use std::fmt;
@@ -64,6 +69,7 @@ use super::{Cost, LimitKey, RateLimiter};
 pub use guard::{GuardedClock, BUSY_WAIT, BUSY_WAIT_LIMIT};
 pub use run::Tally;
 pub use script::Op;
+pub use server::{check_server_clock, ServerClocked};
 
 /// One property the kit checks. Each is stated in one sentence by [`statement`](Self::statement),
 /// which every failure message repeats.
@@ -335,19 +341,32 @@ pub struct Counterexample {
     pub transcript: Vec<String>,
     /// Steps of the trace before shrinking.
     pub original_steps: usize,
+    /// Whether the trace was shrunk (a real-time run only cuts it at the failing step).
+    pub shrunk: bool,
 }
 
 impl fmt::Display for Counterexample {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "property violated — {}", self.property)?;
         writeln!(f, "  {}", self.detail)?;
-        write!(
-            f,
-            "  minimal counterexample ({} steps, shrunk from {}; trace seed {:#x}):",
-            self.script.len(),
-            self.original_steps,
-            self.seed
-        )?;
+        if self.shrunk {
+            write!(
+                f,
+                "  minimal counterexample ({} steps, shrunk from {}; trace seed {:#x}):",
+                self.script.len(),
+                self.original_steps,
+                self.seed
+            )?;
+        } else {
+            write!(
+                f,
+                "  counterexample: the trace up to the failing step ({} of {} steps; not shrunk, \
+                 replays cost real time; trace seed {:#x}):",
+                self.script.len(),
+                self.original_steps,
+                self.seed
+            )?;
+        }
         for line in &self.transcript {
             write!(f, "\n    {line}")?;
         }
@@ -450,6 +469,7 @@ pub async fn replay(
             script: ops.to_vec(),
             transcript: run.transcript,
             original_steps: ops.len(),
+            shrunk: false,
         })),
     }
 }

@@ -105,14 +105,14 @@ pub(super) struct Run<'a> {
     note: Vec<String>,
 }
 
-fn fail(property: Property, detail: impl Into<String>) -> Failure {
+pub(super) fn fail(property: Property, detail: impl Into<String>) -> Failure {
     Failure {
         property,
         detail: detail.into(),
     }
 }
 
-fn show(c: Cost) -> String {
+pub(super) fn show(c: Cost) -> String {
     format!("{{requests {}, tokens {}}}", c.requests, c.tokens)
 }
 
@@ -786,7 +786,7 @@ impl<'a> Run<'a> {
 }
 
 /// The first dimension whose remaining differs between two snapshots, described.
-fn differs(before: &[DimensionUsage], after: &[DimensionUsage]) -> Option<String> {
+pub(super) fn differs(before: &[DimensionUsage], after: &[DimensionUsage]) -> Option<String> {
     for b in before {
         match after.iter().find(|a| a.dimension == b.dimension) {
             Some(a) if a.remaining == b.remaining => {}

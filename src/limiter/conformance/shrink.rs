@@ -27,6 +27,7 @@ impl Minimal {
             script: self.ops,
             transcript: self.transcript,
             original_steps: original,
+            shrunk: true,
         }
     }
 }
