@@ -78,9 +78,13 @@ fn limits() -> impl Strategy<Value = String> {
     ]
 }
 
+/// 48 cases in CI; `PROPTEST_CASES` for a deeper run.
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 48,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/limiter_conformance.txt",
         ))),

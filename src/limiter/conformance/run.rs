@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use crate::clock::{Clock, ManualClock, Nanos};
 
-use super::super::config::Unit;
+use super::super::config::{Strategy, Unit};
 use super::super::invariants;
 use super::super::{Cost, Denial, DimensionUsage, LimitError, Permit, RateLimiter, ResponseMeta};
 use super::script::{Op, Plan};
@@ -45,6 +45,9 @@ type Acquire<'a> = Pin<Box<dyn Future<Output = Result<Permit, LimitError>> + Sen
 struct Waiter<'a> {
     fut: Acquire<'a>,
     cost: Cost,
+    /// The clock's time when it started waiting: a waiter's own view of time never goes
+    /// back before it (its admission is stamped no earlier).
+    since: Nanos,
     /// When it must be admitted: the instant of the clean denial it followed, while nothing
     /// else has changed the key since.
     due: Option<Nanos>,
@@ -53,8 +56,13 @@ struct Waiter<'a> {
 /// A charge on the key, in the order it happened, stamped with the latest update time.
 #[derive(Debug, Clone, Copy)]
 enum Charge {
-    /// An admission of `cost`, and the tokens refunded for it since.
-    Admit { at: Nanos, cost: Cost, refund: u64 },
+    /// An admission of `cost` (stamped per unit: `at[0]` for request dimensions, `at[1]`
+    /// for token dimensions), and the tokens refunded for it since.
+    Admit {
+        at: [Nanos; 2],
+        cost: Cost,
+        refund: u64,
+    },
     /// A refund of `tokens`.
     Refund { at: Nanos, tokens: u64 },
 }
@@ -90,8 +98,9 @@ pub(super) struct Run<'a> {
     /// One line per step when recording.
     pub(super) transcript: Vec<String>,
     start: Nanos,
-    /// Latest time the limiter was updated at (admission, reconciliation, reset).
-    updated: Nanos,
+    /// Latest time the limiter's request and token dimensions were updated at (an
+    /// admission updates both; a reconciliation of tokens, the token dimensions only).
+    updated: [Nanos; 2],
     /// Latest time the clock was set to.
     seen: Nanos,
     charges: Vec<Charge>,
@@ -132,7 +141,7 @@ impl<'a> Run<'a> {
             record,
             transcript: Vec::new(),
             start: 0,
-            updated: 0,
+            updated: [0; 2],
             seen: 0,
             charges: Vec::new(),
             net_refunds: false,
@@ -198,7 +207,7 @@ impl<'a> Run<'a> {
         let start = (now / p).saturating_add(1).saturating_mul(p);
         self.clock.set(start);
         self.start = start;
-        self.updated = start;
+        self.updated = [start; 2];
         self.seen = start;
         self.limiter
             .reset(&self.subject.key)
@@ -310,7 +319,12 @@ impl<'a> Run<'a> {
                     p.clean = false;
                 }
                 let fut = self.limiter.acquire(&self.subject.key, cost);
-                self.waiters.push(Waiter { fut, cost, due });
+                self.waiters.push(Waiter {
+                    fut,
+                    cost,
+                    due,
+                    since: now,
+                });
                 self.tally.queued += 1;
             }
             Op::Cancel { waiter } => {
@@ -338,10 +352,11 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Records an admission of `cost` at the clock's time, stamped with the latest update.
-    fn admit(&mut self, cost: Cost, permit: Permit, hold: bool) {
-        let now = self.clock.now();
-        self.updated = self.updated.max(now);
+    /// Records an admission of `cost` at the clock's time (or `floor`, if later), stamped
+    /// with the latest update.
+    fn admit(&mut self, cost: Cost, permit: Permit, hold: bool, floor: Nanos) {
+        let now = self.clock.now().max(floor);
+        self.updated = self.updated.map(|u| u.max(now));
         self.charges.push(Charge::Admit {
             at: self.updated,
             cost,
@@ -409,7 +424,7 @@ impl<'a> Run<'a> {
                         ));
                     }
                 }
-                self.admit(cost, permit, hold);
+                self.admit(cost, permit, hold, 0);
                 Ok(true)
             }
             Err(denial) => {
@@ -589,7 +604,16 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let now = self.clock.now();
-        self.updated = self.updated.max(now);
+        // A strategy that keeps the time of its last update (the token bucket's refill,
+        // the windows' advance) moves it to a reconciliation's time; GCRA and the leaky
+        // bucket keep only their next slot, which a reconciliation never moves before now.
+        let keeps_time = matches!(
+            self.subject.strategy,
+            Strategy::TokenBucket | Strategy::SlidingLog | Strategy::SlidingCounter
+        );
+        if keeps_time && self.plan.dims.iter().any(|d| d.unit == Unit::Tokens) {
+            self.updated[1] = self.updated[1].max(now);
+        }
         self.changed();
         if tokens > 0 {
             let refunded = tokens.unsigned_abs();
@@ -597,7 +621,7 @@ impl<'a> Run<'a> {
                 *refund = refund.saturating_add(refunded);
             }
             self.charges.push(Charge::Refund {
-                at: self.updated,
+                at: self.updated[1],
                 tokens: refunded,
             });
             return Ok(());
@@ -711,7 +735,7 @@ impl<'a> Run<'a> {
                             if self.record {
                                 self.note.push(format!("waiter {} admitted", show(w.cost)));
                             }
-                            self.admit(w.cost, permit, true);
+                            self.admit(w.cost, permit, true, w.since);
                         }
                         Err(e) => {
                             if self.record {
@@ -743,6 +767,7 @@ impl<'a> Run<'a> {
                 .iter()
                 .filter_map(|c| match *c {
                     Charge::Admit { at, cost, refund } => {
+                        let at = at[usize::from(tokens)];
                         let c = d.limit.kind.cost_of(cost);
                         let c = if tokens && self.net_refunds {
                             c.saturating_sub(refund)
