@@ -5,7 +5,8 @@
 //! nanoseconds) up to a minute — and checks what they admitted with the public checkers
 //! of `connector_hub::limiter::invariants`, the same ones users and `hub verify` call.
 //! (The multi-dimension all-or-nothing, refund and concurrency properties live with the
-//! keyed limiter's tests.)
+//! keyed limiter's tests, and the whole limiter is proved by the conformance kit in
+//! `tests/limiter_conformance.rs`.)
 
 use std::time::Duration;
 

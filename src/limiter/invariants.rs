@@ -13,6 +13,17 @@
 //! | sliding counter | [`counter_overshoot`] | aligned windows ≤ `amount`; `[s, s+W)` ≤ `amount + ⌊P·(s mod W − 1)/W⌋` |
 //! | leaky bucket | [`pacing`] | `Σ c_k·T ≤ t_j − t_i + tolerance` over the admissions `i ≤ k < j` |
 //!
+//! Each [`Invariant`] states its bound in one sentence ([`Invariant::statement`]), and
+//! every [`Violation`] message repeats it. [`check_charges`] takes refunds too (negative
+//! charges at the time they were made).
+//!
+//! These check a trace; the traces that break limiters come from the conformance kit
+//! ([`conformance`](super::conformance)), which drives a whole [`RateLimiter`](super::RateLimiter)
+//! through adversarial traces (saturation at exact waits, weighted costs near capacity,
+//! each dimension in turn refusing, refunds, a clock going backwards, queued waiters),
+//! checks what it admitted with these functions, and shrinks a failure to a minimal
+//! counterexample. `hub verify` runs it on a scenario's limiters.
+//!
 //! All checks run in O(n) (O(n log n) for the counter, or when the trace is not sorted by
 //! time) in exact integer arithmetic, exact while `Σ cost · window_ns` and
 //! `amount · span_ns` stay below 2^126 (they saturate beyond, never panic).
@@ -58,6 +69,26 @@ pub enum Invariant {
     CounterOvershoot,
 }
 
+impl Invariant {
+    /// The bound in one sentence (repeated in every [`Violation`] message).
+    pub fn statement(self) -> &'static str {
+        match self {
+            Self::ArrivalCurve => {
+                "every closed interval [t_i, t_j] admits at most burst + amount·(t_j − t_i)/W units"
+            }
+            Self::SlidingWindow => "every half-open window [s, s + W) admits at most amount units",
+            Self::Pacing => {
+                "the units admitted from one admission up to (not including) a later one took their \
+                 pace: Σ c·W/amount ≤ the time between them + the tolerance"
+            }
+            Self::CounterOvershoot => {
+                "every aligned window admits at most amount units and every window [s, s + W) at \
+                 most amount + ⌊P·(s mod W − 1)/W⌋ (P: what the aligned window holding s admitted)"
+            }
+        }
+    }
+}
+
 impl fmt::Display for Invariant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -97,7 +128,12 @@ impl fmt::Display for Violation {
         if let Some(s) = self.window_start {
             write!(f, " (window starting at {s} ns)")?;
         }
-        write!(f, ", at most {} allowed", self.bound)
+        write!(
+            f,
+            ", at most {} allowed (bound: {})",
+            self.bound,
+            self.invariant.statement()
+        )
     }
 }
 
@@ -106,34 +142,73 @@ impl fmt::Display for Violation {
 /// [`counter_overshoot`] for the sliding counter, [`pacing`] (with [`PACING_TOLERANCE`])
 /// for the leaky bucket. `trace` is `(admission time in ns, cost in units)`, in any order.
 pub fn check(strategy: Strategy, limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation> {
+    check_signed(strategy, limit, &widen(trace))
+}
+
+/// [`check`] over *charges*: admissions (positive costs) and refunds (negative costs,
+/// stamped when the refund was made), in the order they happened. A refund counts against
+/// the bound from its own time on, as if it were an admission of a negative cost: giving
+/// back `r` units at `t` may let through at most `r` more units, and none before `t`.
+/// (An extra charge is left out: it only makes a limiter stricter.) Sorted stably by time
+/// first, so charges at one instant keep their order.
+pub fn check_charges(
+    strategy: Strategy,
+    limit: &Limit,
+    charges: &[(Nanos, i64)],
+) -> Option<Violation> {
+    let wide: Vec<(Nanos, i128)> = charges.iter().map(|&(t, c)| (t, i128::from(c))).collect();
+    check_signed(strategy, limit, &wide)
+}
+
+fn check_signed(strategy: Strategy, limit: &Limit, trace: &[(Nanos, i128)]) -> Option<Violation> {
     match strategy {
-        Strategy::TokenBucket | Strategy::Gcra => arrival_curve(limit, trace),
-        Strategy::SlidingLog => sliding_window(limit, trace),
-        Strategy::SlidingCounter => counter_overshoot(limit, trace),
-        Strategy::LeakyBucket => pacing(limit, trace, PACING_TOLERANCE),
+        Strategy::TokenBucket | Strategy::Gcra => arrival_curve_in(limit, trace),
+        Strategy::SlidingLog => sliding_window_in(limit, trace),
+        Strategy::SlidingCounter => counter_overshoot_in(limit, trace),
+        Strategy::LeakyBucket => pacing_in(limit, trace, PACING_TOLERANCE),
     }
+}
+
+/// The trace with signed costs.
+fn widen(trace: &[(Nanos, u64)]) -> Vec<(Nanos, i128)> {
+    trace.iter().map(|&(t, c)| (t, i128::from(c))).collect()
+}
+
+/// A net count as the unsigned `admitted` of a [`Violation`] (positive wherever one is
+/// reported: it exceeds a bound ≥ 0).
+fn units(n: i128) -> u128 {
+    u128::try_from(n).unwrap_or(0)
 }
 
 /// The token bucket's (and GCRA's) arrival curve: every closed interval `[t_i, t_j]`
 /// admits at most `burst + amount · (t_j − t_i) / W` units. O(n) for a sorted trace: the
 /// largest excess over all intervals ending at `j` is a running minimum.
 pub fn arrival_curve(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation> {
+    arrival_curve_in(limit, &widen(trace))
+}
+
+fn arrival_curve_in(limit: &Limit, trace: &[(Nanos, i128)]) -> Option<Violation> {
     let p = Params::of(limit);
     let trace = sorted(trace);
     let (w, a) = (i128::from(p.window), i128::from(p.amount));
     let allowed = i128::from(p.burst).saturating_mul(w);
     // excess(i, j) = S(i..=j)·W − a·(t_j − t_i) = X_j − Y_i, X_j = S(..=j)·W − a·t_j,
     // Y_i = S(..i)·W − a·t_i. Violation iff max over i ≤ j of X_j − Y_i > burst·W.
-    let mut before: u128 = 0;
-    let mut best: Option<(i128, usize, u128)> = None; // (min Y, its index, S(..i))
+    let mut before: i128 = 0;
+    let mut best: Option<(i128, usize, i128)> = None; // (min Y, its index, S(..i))
     for (j, &(t, c)) in trace.iter().enumerate() {
-        let y = scaled(before, w).saturating_sub(a.saturating_mul(i128::from(t)));
-        if !matches!(best, Some((min, _, _)) if min <= y) {
-            best = Some((y, j, before));
-        }
-        let after = before.saturating_add(u128::from(c));
-        let x = scaled(after, w).saturating_sub(a.saturating_mul(i128::from(t)));
-        let (min, i, s_before_i) = best.expect("set on the first iteration");
+        let y = before
+            .saturating_mul(w)
+            .saturating_sub(a.saturating_mul(i128::from(t)));
+        let (min, i, s_before_i) = match best {
+            Some(b) if b.0 <= y => b,
+            _ => (y, j, before),
+        };
+        best = Some((min, i, s_before_i));
+        let after = before.saturating_add(c);
+        let x = after
+            .saturating_mul(w)
+            .saturating_sub(a.saturating_mul(i128::from(t)));
         if x.saturating_sub(min) > allowed {
             let from = trace[i].0;
             return Some(Violation {
@@ -141,7 +216,7 @@ pub fn arrival_curve(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation>
                 from,
                 to: t,
                 window_start: None,
-                admitted: after - s_before_i,
+                admitted: units(after - s_before_i),
                 bound: u128::from(p.burst) + rate_bound(&p, t - from),
             });
         }
@@ -153,23 +228,27 @@ pub fn arrival_curve(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation>
 /// The sliding log's exact window: every half-open window `[s, s + W)` admits at most
 /// `amount` units. O(n) for a sorted trace (two pointers).
 pub fn sliding_window(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation> {
+    sliding_window_in(limit, &widen(trace))
+}
+
+fn sliding_window_in(limit: &Limit, trace: &[(Nanos, i128)]) -> Option<Violation> {
     let p = Params::of(limit);
     let trace = sorted(trace);
     let mut i = 0;
-    let mut sum: u128 = 0;
+    let mut sum: i128 = 0;
     for (j, &(t, c)) in trace.iter().enumerate() {
-        sum += u128::from(c);
+        sum += c;
         while t - trace[i].0 >= p.window {
-            sum -= u128::from(trace[i].1);
+            sum -= trace[i].1;
             i += 1;
         }
-        if sum > u128::from(p.amount) {
+        if sum > i128::from(p.amount) {
             return Some(Violation {
                 invariant: Invariant::SlidingWindow,
                 from: trace[i].0,
                 to: trace[j].0,
                 window_start: Some((t + 1).saturating_sub(p.window)),
-                admitted: sum,
+                admitted: units(sum),
                 bound: u128::from(p.amount),
             });
         }
@@ -183,17 +262,24 @@ pub fn sliding_window(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation
 /// This implies that consecutive admissions are at least `c·T − tolerance` apart. O(n) for
 /// a sorted trace.
 pub fn pacing(limit: &Limit, trace: &[(Nanos, u64)], tolerance_ns: Nanos) -> Option<Violation> {
+    pacing_in(limit, &widen(trace), tolerance_ns)
+}
+
+fn pacing_in(limit: &Limit, trace: &[(Nanos, i128)], tolerance_ns: Nanos) -> Option<Violation> {
     let p = Params::of(limit);
     let trace = sorted(trace);
     let (w, a) = (i128::from(p.window), i128::from(p.amount));
     let slack = a.saturating_mul(i128::from(tolerance_ns));
     // need(i, j) = S(i..j)·W − a·(t_j − t_i) = Z_j − Z_i with Z_k = S(..k)·W − a·t_k.
     // Violation iff max over i < j of Z_j − Z_i > a·tolerance.
-    let mut before: u128 = 0;
-    let mut best: Option<(i128, usize, u128)> = None; // (min Z_i over i < j, i, S(..i))
+    let mut before: i128 = 0;
+    let mut best: Option<(i128, usize, i128)> = None; // (min Z_i over i < j, i, S(..i))
     for (j, &(t, c)) in trace.iter().enumerate() {
-        let z = scaled(before, w).saturating_sub(a.saturating_mul(i128::from(t)));
-        if let Some((min, i, s_before_i)) = best {
+        let z = before
+            .saturating_mul(w)
+            .saturating_sub(a.saturating_mul(i128::from(t)));
+        // Only an admission (not a refund) has to wait for its pace.
+        if let Some((min, i, s_before_i)) = best.filter(|_| c >= 0) {
             if z.saturating_sub(min) > slack {
                 let from = trace[i].0;
                 return Some(Violation {
@@ -201,15 +287,15 @@ pub fn pacing(limit: &Limit, trace: &[(Nanos, u64)], tolerance_ns: Nanos) -> Opt
                     from,
                     to: t,
                     window_start: None,
-                    admitted: before - s_before_i + u128::from(c),
-                    bound: u128::from(c) + rate_bound(&p, (t - from).saturating_add(tolerance_ns)),
+                    admitted: units(before - s_before_i + c),
+                    bound: units(c) + rate_bound(&p, (t - from).saturating_add(tolerance_ns)),
                 });
             }
         }
         if !matches!(best, Some((min, _, _)) if min <= z) {
             best = Some((z, j, before));
         }
-        before = before.saturating_add(u128::from(c));
+        before = before.saturating_add(c);
     }
     None
 }
@@ -218,21 +304,37 @@ pub fn pacing(limit: &Limit, trace: &[(Nanos, u64)], tolerance_ns: Nanos) -> Opt
 /// admits at most `amount`, and every window `[s, s + W)` with `σ = s mod W ≥ 1` admits at
 /// most `amount + ⌊P·(σ − 1)/W⌋`, where `P` is what the aligned window containing `s`
 /// admitted — so never more than `2·amount − 1`. Windows are aligned at multiples of `W`
-/// from time 0, as the counter aligns them. O(n log n).
+/// from time 0, as the counter aligns them. (Over charges with refunds, `P` counts the
+/// aligned window's admissions without its refunds.) O(n log n).
 pub fn counter_overshoot(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violation> {
+    counter_overshoot_in(limit, &widen(trace))
+}
+
+fn counter_overshoot_in(limit: &Limit, trace: &[(Nanos, i128)]) -> Option<Violation> {
     let p = Params::of(limit);
     let trace = sorted(trace);
     let w = p.window;
+    // Prefix sums of the net charges and of the admissions alone.
     let mut prefix = Vec::with_capacity(trace.len() + 1);
-    prefix.push(0u128);
+    let mut gross = Vec::with_capacity(trace.len() + 1);
+    let (mut net_sum, mut gross_sum) = (0i128, 0i128);
+    prefix.push(0i128);
+    gross.push(0i128);
     for &(_, c) in trace.iter() {
-        let last = *prefix.last().expect("starts with one element");
-        prefix.push(last + u128::from(c));
+        net_sum += c;
+        gross_sum += c.max(0);
+        prefix.push(net_sum);
+        gross.push(gross_sum);
     }
-    // Admissions with time in [lo, hi): index range, and their cost.
+    let span = |lo: Nanos, hi: Nanos| {
+        (
+            trace.partition_point(|&(t, _)| t < lo),
+            trace.partition_point(|&(t, _)| t < hi),
+        )
+    };
+    // Charges with time in [lo, hi): index range, and their net cost.
     let range = |lo: Nanos, hi: Nanos| {
-        let i = trace.partition_point(|&(t, _)| t < lo);
-        let j = trace.partition_point(|&(t, _)| t < hi);
+        let (i, j) = span(lo, hi);
         (i, j, prefix[j] - prefix[i])
     };
     // Only window starts where the count can rise or the bound is lowest matter: aligned
@@ -258,10 +360,13 @@ pub fn counter_overshoot(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violat
         }
         let sigma = s % w;
         let bound = if sigma == 0 {
-            u128::from(p.amount)
+            i128::from(p.amount)
         } else {
-            let (_, _, held) = range(s - sigma, (s - sigma).saturating_add(w));
-            u128::from(p.amount) + held * u128::from(sigma - 1) / u128::from(w)
+            // What the aligned window admitted, refunds aside: the counter takes a refund
+            // off the previous window first, so the weight it carries is the gross count.
+            let (a, b) = span(s - sigma, (s - sigma).saturating_add(w));
+            let held = gross[b] - gross[a];
+            i128::from(p.amount) + held.max(0).saturating_mul(i128::from(sigma - 1)) / i128::from(w)
         };
         let to = trace[j - 1].0;
         if count > bound && !matches!(first, Some(f) if f.to <= to) {
@@ -270,17 +375,12 @@ pub fn counter_overshoot(limit: &Limit, trace: &[(Nanos, u64)]) -> Option<Violat
                 from: trace[i].0,
                 to,
                 window_start: Some(s),
-                admitted: count,
-                bound,
+                admitted: units(count),
+                bound: units(bound),
             });
         }
     }
     first
-}
-
-/// `n · W` in `i128`, saturating.
-fn scaled(n: u128, w: i128) -> i128 {
-    i128::try_from(n).unwrap_or(i128::MAX).saturating_mul(w)
 }
 
 /// `⌊amount · span / W⌋`: what the sustained rate allows in `span` ns.
@@ -288,8 +388,8 @@ fn rate_bound(p: &Params, span: Nanos) -> u128 {
     u128::from(p.amount) * u128::from(span) / u128::from(p.window)
 }
 
-/// The trace sorted by time (stable: admissions at one instant keep their order).
-fn sorted(trace: &[(Nanos, u64)]) -> Cow<'_, [(Nanos, u64)]> {
+/// The trace sorted by time (stable: charges at one instant keep their order).
+fn sorted<C: Copy>(trace: &[(Nanos, C)]) -> Cow<'_, [(Nanos, C)]> {
     if trace.windows(2).all(|w| w[0].0 <= w[1].0) {
         Cow::Borrowed(trace)
     } else {
@@ -405,6 +505,65 @@ mod tests {
         // Aligned windows hold at most `amount`.
         let v = counter_overshoot(&l, &[(w, 6), (2 * w - 1, 5)]).unwrap();
         assert_eq!((v.window_start, v.admitted, v.bound), (Some(w), 11, 10));
+    }
+
+    #[test]
+    fn refunds_count_from_their_own_time_and_never_as_an_admission() {
+        let l = limit(10, 10, 10); // 1 per second, burst 10
+                                   // 3 given back at 5 s: 10 − 3 + 8 in [0, 5 s] is within 10 + 5.
+        let ok = [(0, 10), (5 * S, -3), (5 * S, 8)];
+        assert_eq!(check_charges(Strategy::TokenBucket, &l, &ok), None);
+        // One more unit is not.
+        let v = check_charges(
+            Strategy::TokenBucket,
+            &l,
+            &[(0, 10), (5 * S, -3), (5 * S, 9)],
+        )
+        .unwrap();
+        assert_eq!((v.admitted, v.bound), (16, 15));
+        // A refund helps only from its own time on: the window [0, 10 s) still holds 10 + 1.
+        let early = [(0, 10), (S, 1), (2 * S, -5)];
+        assert!(check_charges(Strategy::SlidingLog, &l, &early).is_some());
+        assert_eq!(
+            check_charges(Strategy::SlidingLog, &l, &[(0, 10), (S, -5), (2 * S, 5)]),
+            None
+        );
+        // A refund is not an admission that has to wait for its pace.
+        assert_eq!(
+            check_charges(Strategy::LeakyBucket, &l, &[(0, 2), (0, -1)]),
+            None
+        );
+        assert_eq!(
+            check_charges(Strategy::LeakyBucket, &l, &[(0, 2), (0, -1), (S, 1)]),
+            None
+        );
+        assert!(check_charges(Strategy::LeakyBucket, &l, &[(0, 2), (S, 1)]).is_some());
+        // Without refunds, the same as `check`.
+        let plain = [(0, 6), (S, 5)];
+        let wide: Vec<(Nanos, i64)> = plain.iter().map(|&(t, c)| (t, c as i64)).collect();
+        for strategy in [
+            Strategy::TokenBucket,
+            Strategy::SlidingLog,
+            Strategy::SlidingCounter,
+        ] {
+            assert_eq!(
+                check_charges(strategy, &l, &wide),
+                check(strategy, &l, &plain)
+            );
+        }
+    }
+
+    #[test]
+    fn violation_messages_state_the_bound() {
+        let l = limit(10, 10, 10);
+        let v = check(Strategy::SlidingLog, &l, &[(0, 11)]).unwrap();
+        assert!(
+            v.to_string().ends_with(&format!(
+                "(bound: {})",
+                Invariant::SlidingWindow.statement()
+            )),
+            "{v}"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod algorithm;
 pub mod backend;
 pub mod backoff;
 pub mod config;
+pub mod conformance;
 pub mod gcra;
 pub mod invariants;
 pub mod keyed;
