@@ -273,13 +273,24 @@ impl ManualClock {
     pub fn advance(&self, d: Duration) {
         let step = nanos(d);
         let now = self.inner.now.fetch_add(step, Ordering::SeqCst) + step;
-        self.inner.changed.send_replace(now);
+        self.publish(now);
     }
 
     /// Sets the time to `t`, which may be earlier than now (to test clocks going backwards).
     pub fn set(&self, t: Nanos) {
         self.inner.now.store(t, Ordering::SeqCst);
-        self.inner.changed.send_replace(t);
+        self.publish(t);
+    }
+
+    /// Hands `t` to the sleepers, waking them only if there are any: a simulation moves
+    /// time at every event and usually nobody sleeps on it. The value is stored and the
+    /// sleepers counted under the channel's lock, and a sleeper subscribes before it reads
+    /// the value under that lock, so one that subscribes after the count reads `t`.
+    fn publish(&self, t: Nanos) {
+        self.inner.changed.send_if_modified(|now| {
+            *now = t;
+            self.inner.changed.receiver_count() > 0
+        });
     }
 }
 

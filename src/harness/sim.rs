@@ -28,7 +28,6 @@ use mock_providers::quota::{
 };
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use rustc_hash::FxHashMap;
 
 use crate::clock::{nanos, ManualClock, Nanos};
 use crate::lifecycle::{
@@ -36,7 +35,7 @@ use crate::lifecycle::{
 };
 use crate::limiter::backoff::RetryPolicy;
 use crate::limiter::{
-    BackoffConfig, Denial, ErrorInfo, KeyedLimiter, LimitKey, Permit, ResponseMeta,
+    BackoffConfig, Cost, Denial, ErrorInfo, KeyHandle, KeyedLimiter, LimitKey, Permit, ResponseMeta,
 };
 use crate::provider::admission::{AdmissionRule, RequestSize};
 
@@ -147,17 +146,81 @@ struct InFlight {
     shape: RequestShape,
     machine: RequestLifecycle,
     permit: Option<Permit>,
-    queued_at: Nanos,
     user_phase: Option<usize>,
     /// The admitted attempt's usage (prompt, completion) and header view, until it completes.
     usage: Option<(u64, u64)>,
     meta: ResponseMeta,
 }
 
+/// A request waiting in the limiter's queue, with what admitting it needs (so a refusal
+/// of the head touches nothing else).
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    id: u64,
+    estimate: Cost,
+    queued_at: Nanos,
+}
+
+/// The requests alive, by id. Ids are handed out in order and requests mostly end in
+/// order, so they are kept in a window from the oldest alive to the newest — a request's
+/// place is its id minus the window's start — rather than hashed: no hashing, and the
+/// requests the queue serves one after another sit one after another in memory. The
+/// window spans the ids issued during the longest life of a request alive (bounded by the
+/// limiter's `max_wait`, the retries and the drain), not the run.
+#[derive(Debug, Default)]
+struct Requests {
+    /// The id of `slots[0]`.
+    base: u64,
+    slots: VecDeque<Option<InFlight>>,
+}
+
+impl Requests {
+    fn get(&self, id: u64) -> Option<&InFlight> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.slots.get(i)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut InFlight> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    /// Adds request `id`, newer than every id added before.
+    fn insert(&mut self, id: u64, r: InFlight) {
+        if self.slots.is_empty() {
+            self.base = id;
+        }
+        let end = self.base + self.slots.len() as u64;
+        debug_assert!(id >= end, "ids are added in order");
+        for _ in end..id {
+            self.slots.push_back(None);
+        }
+        self.slots.push_back(Some(r));
+    }
+
+    fn remove(&mut self, id: u64) -> Option<InFlight> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        let r = self.slots.get_mut(i)?.take();
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        r
+    }
+
+    /// The ids alive, in order.
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        (self.base..)
+            .zip(&self.slots)
+            .filter_map(|(id, r)| r.as_ref().map(|_| id))
+    }
+}
+
 struct Sim<'a> {
     s: &'a Scenario,
     clock: ManualClock,
-    limiter: Option<Arc<KeyedLimiter>>,
+    /// The limiter and the scenario's key resolved in it once.
+    limiter: Option<(Arc<KeyedLimiter>, KeyHandle)>,
     max_wait: Option<Nanos>,
     key: LimitKey,
     retry: RetryPolicy,
@@ -171,8 +234,8 @@ struct Sim<'a> {
     seq: u64,
     next_id: u64,
     arrivals: Box<dyn Iterator<Item = (Nanos, usize)> + 'a>,
-    requests: FxHashMap<u64, InFlight>,
-    queue: VecDeque<u64>,
+    requests: Requests,
+    queue: VecDeque<Queued>,
     head_at: Option<Nanos>,
     rng: SmallRng,
     agg: RunAggregate,
@@ -222,6 +285,10 @@ impl<'a> Sim<'a> {
             l.per_token
                 .mul_f64((l.per_token_sigma * l.per_token_sigma / 2.0).exp())
         };
+        let limiter = limiter.map(|l| {
+            let handle = l.handle(&key);
+            (l, handle)
+        });
         Self {
             s,
             clock,
@@ -243,7 +310,7 @@ impl<'a> Sim<'a> {
             seq: 0,
             next_id: 0,
             arrivals: Box::new(open_loop_schedule(&s.phases, s.seed)),
-            requests: FxHashMap::default(),
+            requests: Requests::default(),
             queue: VecDeque::new(),
             head_at: None,
             rng: SmallRng::seed_from_u64(s.seed),
@@ -299,10 +366,9 @@ impl<'a> Sim<'a> {
             }
         }
         // What is left at the end of the drain was cut: dropped.
-        let mut left: Vec<u64> = self.requests.keys().copied().collect();
-        left.sort_unstable();
+        let left: Vec<u64> = self.requests.ids().collect();
         for id in left {
-            if let Some(mut r) = self.requests.remove(&id) {
+            if let Some(mut r) = self.requests.remove(id) {
                 r.record.outcome = Outcome::Dropped;
                 r.record.end = end;
                 self.finish_record(r.record, writer)?;
@@ -366,7 +432,6 @@ impl<'a> Sim<'a> {
                 shape,
                 machine,
                 permit: None,
-                queued_at: t,
                 user_phase: user,
                 usage: None,
                 meta: ResponseMeta::default(),
@@ -383,7 +448,7 @@ impl<'a> Sim<'a> {
         event: LifeEvent,
         writer: &mut ReportWriter,
     ) -> Result<(), ReportError> {
-        let Some(r) = self.requests.get_mut(&id) else {
+        let Some(r) = self.requests.get_mut(id) else {
             return Ok(());
         };
         let next = r.machine.handle(t, event);
@@ -401,14 +466,14 @@ impl<'a> Sim<'a> {
     ) -> Result<(), ReportError> {
         loop {
             let event = match action {
-                Action::Acquire(_) => return self.enqueue(t, id, writer),
+                Action::Acquire(estimate) => return self.enqueue(t, id, estimate, writer),
                 Action::Send => match self.send(t, id) {
                     Some(failed) => failed,
                     None => return Ok(()),
                 },
                 Action::Record { actual, meta } => {
-                    let permit = self.requests.get_mut(&id).and_then(|r| r.permit.take());
-                    if let (Some(l), Some(p)) = (&self.limiter, permit) {
+                    let permit = self.requests.get_mut(id).and_then(|r| r.permit.take());
+                    if let (Some((l, _)), Some(p)) = (&self.limiter, permit) {
                         l.record_usage_now(p, actual, &meta);
                     }
                     self.wake_head(t);
@@ -416,7 +481,7 @@ impl<'a> Sim<'a> {
                 }
                 Action::Backoff { attempt, error } => {
                     let delay = match &self.limiter {
-                        Some(l) => l.backoff_delay_now(&self.key, attempt, &error),
+                        Some((l, _)) => l.backoff_delay_now(&self.key, attempt, &error),
                         None => self.retry.delay(attempt, &error, &mut self.rng),
                     };
                     self.wake_head(t);
@@ -428,18 +493,25 @@ impl<'a> Sim<'a> {
                 }
                 Action::Finish(outcome) => return self.finish(t, id, outcome, writer),
             };
-            let Some(r) = self.requests.get_mut(&id) else {
+            let Some(r) = self.requests.get_mut(id) else {
                 return Ok(());
             };
             action = r.machine.handle(t, event);
         }
     }
 
-    fn enqueue(&mut self, t: Nanos, id: u64, writer: &mut ReportWriter) -> Result<(), ReportError> {
-        if let Some(r) = self.requests.get_mut(&id) {
-            r.queued_at = t;
-        }
-        self.queue.push_back(id);
+    fn enqueue(
+        &mut self,
+        t: Nanos,
+        id: u64,
+        estimate: Cost,
+        writer: &mut ReportWriter,
+    ) -> Result<(), ReportError> {
+        self.queue.push_back(Queued {
+            id,
+            estimate,
+            queued_at: t,
+        });
         if self.queue.len() == 1 {
             self.serve_queue(t, writer)?;
         }
@@ -457,22 +529,25 @@ impl<'a> Sim<'a> {
     /// Admits queued requests in order while the limiter lets them through (the
     /// simulator's `acquire`: FIFO, exact waits, `max_wait`).
     fn serve_queue(&mut self, t: Nanos, writer: &mut ReportWriter) -> Result<(), ReportError> {
-        let Some(limiter) = self.limiter.clone() else {
+        let Some((limiter, handle)) = self.limiter.clone() else {
             return Ok(());
         };
-        while let Some(&id) = self.queue.front() {
-            let Some(r) = self.requests.get(&id) else {
-                self.queue.pop_front();
-                continue;
-            };
-            let waited = t - r.queued_at;
+        while let Some(&Queued {
+            id,
+            estimate,
+            queued_at,
+        }) = self.queue.front()
+        {
+            // A queued request is alive: it finishes only after the answer to its
+            // `Acquire`, and only the queue gives that answer.
+            let waited = t - queued_at;
             let refused = LifeEvent::Refused {
                 waited: Duration::from_nanos(waited),
             };
-            match limiter.try_acquire_now(&self.key, r.machine.estimate()) {
+            match limiter.try_acquire_handle(&handle, estimate) {
                 Ok(permit) => {
                     self.queue.pop_front();
-                    if let Some(r) = self.requests.get_mut(&id) {
+                    if let Some(r) = self.requests.get_mut(id) {
                         r.record.limiter_wait += waited;
                         r.permit = Some(permit);
                     }
@@ -510,7 +585,7 @@ impl<'a> Sim<'a> {
         refused: LifeEvent,
         writer: &mut ReportWriter,
     ) -> Result<(), ReportError> {
-        if let Some(r) = self.requests.get_mut(&id) {
+        if let Some(r) = self.requests.get_mut(id) {
             r.record.limiter_wait += waited;
         }
         self.feed(t, id, refused, writer)
@@ -519,8 +594,8 @@ impl<'a> Sim<'a> {
     /// Sends one attempt to the simulated server: an admitted attempt completes later
     /// (`None`); a 429 is answered at once, as the failure event.
     fn send(&mut self, t: Nanos, id: u64) -> Option<LifeEvent> {
-        let chars = self.prompt_chars(self.requests.get(&id)?.shape.prompt_tokens);
-        let r = self.requests.get_mut(&id)?;
+        let chars = self.prompt_chars(self.requests.get(id)?.shape.prompt_tokens);
+        let r = self.requests.get_mut(id)?;
         match self
             .server
             .try_admit(t, chars.div_ceil(4) + r.shape.max_tokens)
@@ -570,7 +645,7 @@ impl<'a> Sim<'a> {
         id: u64,
         writer: &mut ReportWriter,
     ) -> Result<(), ReportError> {
-        let Some(r) = self.requests.get_mut(&id) else {
+        let Some(r) = self.requests.get_mut(id) else {
             return Ok(());
         };
         let (prompt, completion) = r.usage.unwrap_or((0, 0));
@@ -592,7 +667,7 @@ impl<'a> Sim<'a> {
         outcome: LifeOutcome,
         writer: &mut ReportWriter,
     ) -> Result<(), ReportError> {
-        let Some(mut r) = self.requests.remove(&id) else {
+        let Some(mut r) = self.requests.remove(id) else {
             return Ok(());
         };
         r.record.outcome = match outcome {
