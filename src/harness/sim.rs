@@ -144,6 +144,8 @@ enum Event {
 struct InFlight {
     record: RequestRecord,
     shape: RequestShape,
+    /// The prompt's characters ([`Sim::prompt_chars`] of its tokens).
+    prompt_chars: u64,
     machine: RequestLifecycle,
     permit: Option<Permit>,
     user_phase: Option<usize>,
@@ -166,27 +168,23 @@ struct Queued {
 /// place is its id minus the window's start — rather than hashed: no hashing, and the
 /// requests the queue serves one after another sit one after another in memory. The
 /// window spans the ids issued during the longest life of a request alive (bounded by the
-/// limiter's `max_wait`, the retries and the drain), not the run.
+/// limiter's `max_wait`, the retries and the drain), not the run. Each request is boxed
+/// once, so the window holds pointers and a request is never copied as it moves in and out.
 #[derive(Debug, Default)]
 struct Requests {
     /// The id of `slots[0]`.
     base: u64,
-    slots: VecDeque<Option<InFlight>>,
+    slots: VecDeque<Option<Box<InFlight>>>,
 }
 
 impl Requests {
-    fn get(&self, id: u64) -> Option<&InFlight> {
-        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        self.slots.get(i)?.as_ref()
-    }
-
     fn get_mut(&mut self, id: u64) -> Option<&mut InFlight> {
         let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        self.slots.get_mut(i)?.as_mut()
+        self.slots.get_mut(i)?.as_deref_mut()
     }
 
     /// Adds request `id`, newer than every id added before.
-    fn insert(&mut self, id: u64, r: InFlight) {
+    fn insert(&mut self, id: u64, r: Box<InFlight>) {
         if self.slots.is_empty() {
             self.base = id;
         }
@@ -198,9 +196,10 @@ impl Requests {
         self.slots.push_back(Some(r));
     }
 
-    fn remove(&mut self, id: u64) -> Option<InFlight> {
+    fn remove(&mut self, id: u64) -> Option<Box<InFlight>> {
         let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
         let r = self.slots.get_mut(i)?.take();
+        // Empty places in front leave the window.
         while let Some(None) = self.slots.front() {
             self.slots.pop_front();
             self.base += 1;
@@ -399,11 +398,9 @@ impl<'a> Sim<'a> {
         let id = self.next_id;
         self.next_id += 1;
         let shape = self.s.workload.shape(self.s.seed, id);
-        let size = RequestSize::user_message(
-            shape.prompt_tokens,
-            self.prompt_chars(shape.prompt_tokens),
-            Some(shape.max_tokens),
-        );
+        let prompt_chars = self.prompt_chars(shape.prompt_tokens);
+        let size =
+            RequestSize::user_message(shape.prompt_tokens, prompt_chars, Some(shape.max_tokens));
         let config = LifecycleConfig {
             limited: self.limiter.is_some(),
             max_retries: Some(self.s.retry.max_retries),
@@ -427,15 +424,16 @@ impl<'a> Sim<'a> {
         };
         self.requests.insert(
             id,
-            InFlight {
+            Box::new(InFlight {
                 record,
                 shape,
+                prompt_chars,
                 machine,
                 permit: None,
                 user_phase: user,
                 usage: None,
                 meta: ResponseMeta::default(),
-            },
+            }),
         );
         self.perform(t, id, first, writer)
     }
@@ -529,9 +527,6 @@ impl<'a> Sim<'a> {
     /// Admits queued requests in order while the limiter lets them through (the
     /// simulator's `acquire`: FIFO, exact waits, `max_wait`).
     fn serve_queue(&mut self, t: Nanos, writer: &mut ReportWriter) -> Result<(), ReportError> {
-        let Some((limiter, handle)) = self.limiter.clone() else {
-            return Ok(());
-        };
         while let Some(&Queued {
             id,
             estimate,
@@ -544,7 +539,10 @@ impl<'a> Sim<'a> {
             let refused = LifeEvent::Refused {
                 waited: Duration::from_nanos(waited),
             };
-            match limiter.try_acquire_handle(&handle, estimate) {
+            let Some((limiter, handle)) = &self.limiter else {
+                return Ok(());
+            };
+            match limiter.try_acquire_handle(handle, estimate) {
                 Ok(permit) => {
                     self.queue.pop_front();
                     if let Some(r) = self.requests.get_mut(id) {
@@ -594,8 +592,8 @@ impl<'a> Sim<'a> {
     /// Sends one attempt to the simulated server: an admitted attempt completes later
     /// (`None`); a 429 is answered at once, as the failure event.
     fn send(&mut self, t: Nanos, id: u64) -> Option<LifeEvent> {
-        let chars = self.prompt_chars(self.requests.get(id)?.shape.prompt_tokens);
         let r = self.requests.get_mut(id)?;
+        let chars = r.prompt_chars;
         match self
             .server
             .try_admit(t, chars.div_ceil(4) + r.shape.max_tokens)
