@@ -37,6 +37,18 @@ pub trait Clock: Send + Sync + fmt::Debug {
     /// A future that completes once `self.now() >= deadline` (at once if already past).
     fn sleep_until(&self, deadline: Nanos) -> Sleep;
 
+    /// The current time for a caller that orders its own readings: never below `floor`,
+    /// the latest reading of this clock the caller has kept (under the lock it reads
+    /// under), but only ordered against that floor — another thread's reading made before
+    /// may be later by the clock's cross-CPU skew. A clock pays for the global order of
+    /// [`now`](Self::now) with shared state ([`TscClock`]: one atomic maximum) and skips
+    /// it here; the others answer `now()` (a [`ManualClock`] moved back by hand still
+    /// reads its earlier time, as with `now()`).
+    fn now_at_least(&self, floor: Nanos) -> Nanos {
+        let _ = floor;
+        self.now()
+    }
+
     /// A future that completes `d` after `self.now()`.
     fn sleep(&self, d: Duration) -> Sleep {
         self.sleep_until(self.now().saturating_add(nanos(d)))
@@ -204,6 +216,17 @@ impl Clock for TscClock {
     fn sleep_until(&self, deadline: Nanos) -> Sleep {
         let left = deadline.saturating_sub(self.now());
         Box::pin(tokio::time::sleep(Duration::from_nanos(left)))
+    }
+
+    /// The counter read without the shared maximum: ordered only against `floor`.
+    #[inline]
+    fn now_at_least(&self, floor: Nanos) -> Nanos {
+        match &self.source {
+            TscSource::Counter {
+                counter, epoch_raw, ..
+            } => counter.delta_as_nanos(*epoch_raw, counter.raw()).max(floor),
+            TscSource::Os(os) => os.now().max(floor),
+        }
     }
 }
 
@@ -378,6 +401,27 @@ mod tests {
                 "{clock:?}: {measured} ns on the clock, {real} ns on Instant"
             );
         }
+    }
+
+    /// `now_at_least` with the floor kept under a lock: readings under that lock never go
+    /// back, across threads, without the clock's shared maximum.
+    #[test]
+    fn tsc_clock_now_at_least_is_ordered_by_its_floor() {
+        let clock = TscClock::new();
+        assert_eq!(clock.now_at_least(u64::MAX), u64::MAX);
+        let floor = parking_lot::Mutex::new(0u64);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..200_000 {
+                        let mut last = floor.lock();
+                        let t = clock.now_at_least(*last);
+                        assert!(t >= *last);
+                        *last = t;
+                    }
+                });
+            }
+        });
     }
 
     #[test]

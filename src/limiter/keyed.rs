@@ -122,6 +122,8 @@ impl KeyState {
 #[derive(Debug)]
 #[repr(C)]
 struct KeyInner {
+    /// The latest time admitted or recorded at (the floor of the next reading).
+    last_now: Nanos,
     limits: MultiLimit,
     pause: Pause,
     queue: VecDeque<u64>,
@@ -289,6 +291,7 @@ impl KeyedLimiter {
             },
             slots: limits.has_slots(),
             inner: Mutex::new(KeyInner {
+                last_now: 0,
                 limits,
                 pause: Pause::default(),
                 queue: VecDeque::new(),
@@ -336,9 +339,11 @@ impl KeyedLimiter {
     fn admit_now(&self, state: &Arc<KeyState>, estimate: Cost) -> Result<Permit, Denial> {
         let now = {
             let mut inner = state.inner.lock();
-            // Read under the lock: admission times are then monotone with the state they
-            // were admitted against, even when threads race.
-            let now = self.clock.now();
+            // Read under the lock, never below the key's last reading: admission times are
+            // monotone with the state they were admitted against, even when threads race,
+            // without the clock's shared order (`Clock::now_at_least`).
+            let now = self.clock.now_at_least(inner.last_now);
+            inner.last_now = inner.last_now.max(now);
             let admitted = if inner.queue.is_empty() {
                 inner.admit(now, estimate)
             } else {
@@ -382,11 +387,13 @@ impl KeyedLimiter {
         actual: Cost,
         meta: &ResponseMeta,
     ) -> UsageRecord {
-        let now = self.clock.now();
         let est = permit.charged();
         let (refund_requests, refund_tokens) = state.accounting.reconcile(est, actual);
-        let (paused_for, waiting) = {
+        let (now, paused_for, waiting) = {
             let mut inner = state.inner.lock();
+            // Not before the key's admissions (see `admit_now`).
+            let now = self.clock.now_at_least(inner.last_now);
+            inner.last_now = inner.last_now.max(now);
             inner.limits.adjust(now, Unit::Tokens, refund_tokens);
             inner.limits.adjust(now, Unit::Requests, refund_requests);
             inner.tokens_charged = if refund_tokens >= 0 {
@@ -401,7 +408,7 @@ impl KeyedLimiter {
             if let Some(d) = pause {
                 inner.pause(now, d, state.pause_jitter);
             }
-            (pause, !inner.queue.is_empty())
+            (now, pause, !inner.queue.is_empty())
         };
         state.wake_if(waiting);
         UsageRecord {
