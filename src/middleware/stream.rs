@@ -168,7 +168,7 @@ impl Pipeline {
                 Ok((meta, chunks)) => {
                     let head = PipelineStream {
                         provider_id: ctx.provider_id.clone(),
-                        meta: meta.clone(),
+                        meta,
                         metadata: ctx.metadata.clone(),
                         tried: ctx.tried.clone(),
                         inner: stream::empty().boxed(),

@@ -165,7 +165,7 @@ impl Transport {
         let mut wire: ChatResponse =
             serde_json::from_slice(&bytes).map_err(|e| ConnectorError::Parse {
                 message: format!("chat completion: {e}"),
-                meta: Box::new(meta.clone()),
+                meta: Box::new(meta),
             })?;
         let choices = wire.take_choices();
         Ok(CompletionResponse {
