@@ -107,6 +107,9 @@ impl ReportWriter {
 
     /// Appends one `requests.csv` row (no-op when the file is off).
     pub fn request(&mut self, limiter: &str, r: &RequestRecord) -> Result<(), ReportError> {
+        if self.requests.is_none() {
+            return Ok(());
+        }
         let err = self.io("requests.csv");
         let Some(w) = self.requests.as_mut() else {
             return Ok(());

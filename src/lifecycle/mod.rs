@@ -297,13 +297,11 @@ impl RequestLifecycle {
                 self.waited += waited;
                 self.finish(Outcome::Refused)
             }
-            (State::Sending, Event::Responded { tokens, meta }) => {
-                self.record(
-                    Cost::request(tokens),
-                    meta,
-                    Next::Finish(Outcome::Completed),
-                )
-            }
+            (State::Sending, Event::Responded { tokens, meta }) => self.record(
+                Cost::request(tokens),
+                meta,
+                Next::Finish(Outcome::Completed),
+            ),
             (State::Sending, Event::Failed { error, meta }) => {
                 let charge = charge_after(&error, self.estimate);
                 self.record(charge, meta, Next::Retry(error))

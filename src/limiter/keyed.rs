@@ -4,9 +4,17 @@
 //! Each key holds a [`MultiLimit`] (all-or-nothing dimensions), a FIFO queue of `acquire`
 //! waiters, and a server-imposed pause. Waiters sleep on the injected [`Clock`] until the
 //! exact moment the head of the queue fits, or until something changes (a refund, a release,
-//! a pause, a reset) — no polling. After a pause, queued waiters resume spread over
-//! `pause_jitter × pause` so they do not stampede.
+//! a pause, a reset) — no polling; and only when someone waits. After a pause, queued
+//! waiters resume spread over `pause_jitter × pause` so they do not stampede.
+//!
+//! **Hot path.** A key is resolved once to its state ([`KeyedLimiter::handle`], a
+//! [`KeyHandle`] callers may keep); admission through a handle takes the key's lock and
+//! reads the clock, nothing else shared. Lookup by key goes through a map split into
+//! [`SHARDS`] shards by the key's hash, each behind its own read-mostly lock, so threads on
+//! different keys do not meet on one lock. A [`Permit`] carries the handle, not a copy of
+//! the key.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use crate::clock::{nanos, Clock, Nanos};
@@ -27,8 +35,15 @@ use super::config::{ConfigError, LimiterConfig, RateLimitConfig, TokenAccounting
 use super::meta::ResponseMeta;
 use super::multi::MultiLimit;
 use super::{
-    Cost, Denial, LimitError, LimitKey, Permit, PermitEnd, RateLimiter, UsageRecord, UsageStats,
+    Cost, Denial, LimitError, LimitKey, Permit, PermitOwner, RateLimiter, UsageRecord, UsageStats,
 };
+
+/// Shards of the key map (a power of two): threads looking up different keys meet on one
+/// shard's lock only when their keys' hashes share its bits.
+pub const SHARDS: usize = 64;
+
+/// Limiter ids: a handle or permit of another limiter is looked up by key, not trusted.
+static NEXT_LIMITER: AtomicU64 = AtomicU64::new(1);
 
 /// The in-memory limiter. Cheap to share: wrap it in an `Arc` and clone that.
 #[derive(Debug)]
@@ -36,29 +51,79 @@ pub struct KeyedLimiter {
     config: LimiterConfig,
     clock: Arc<dyn Clock>,
     seed: u64,
-    keys: RwLock<FxHashMap<LimitKey, Arc<KeyState>>>,
+    /// This limiter's id, stamped on its keys' states.
+    id: u64,
+    shards: Box<[Shard]>,
 }
 
-/// Everything about one key; the mutable part behind one lock.
+/// One shard of the key map: states by the key's hash (each state knows its key and hash).
+/// Aligned to its own cache lines, so two shards' locks never share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(RwLock<HashTable<Arc<KeyState>>>);
+
+/// A key resolved to its state in one [`KeyedLimiter`] ([`KeyedLimiter::handle`]): admitting
+/// through it ([`KeyedLimiter::try_acquire_handle`]) skips the lookup — no hashing, no map
+/// lock. Cheap to clone (one reference count); valid as long as the caller keeps it (a
+/// key's state lives as long as its limiter or any handle or permit on it). A handle of
+/// another limiter is accepted and looked up there by its key.
+#[derive(Debug, Clone)]
+pub struct KeyHandle {
+    state: Arc<KeyState>,
+}
+
+impl KeyHandle {
+    /// The key this handle was resolved from.
+    pub fn key(&self) -> &LimitKey {
+        &self.state.key
+    }
+}
+
+/// Everything about one key; the mutable part behind one lock. What every admission
+/// touches comes first, next to the reference count: the key, the lock and the state under
+/// it, the end counter.
 #[derive(Debug)]
+#[repr(C)]
 struct KeyState {
+    /// Compared on lookup, just before the lock is taken: next to it.
+    key: LimitKey,
+    inner: Mutex<KeyInner>,
+    /// Permits (of at least one request) that ended — recorded or dropped — since the key
+    /// was created; never reset. Counted outside the lock, by the permit's end.
+    ended: AtomicU64,
+    /// The limiter that made this state.
+    limiter: u64,
+    /// Whether a `Concurrent` dimension is configured (request permits then hold a slot).
+    slots: bool,
+    /// The key's hash in the map.
+    hash: u64,
     accounting: TokenAccounting,
     max_wait: Option<Duration>,
     max_waiters: usize,
     pause_jitter: f64,
     policy: RetryPolicy,
-    /// Whether a `Concurrent` dimension is configured (request permits then hold a slot).
-    slots: bool,
-    inner: Mutex<KeyInner>,
-    /// Permits (of at least one request) that ended — recorded or dropped — since the key
-    /// was created; never reset. Counted outside the lock, by the permit's end hook.
-    ended: AtomicU64,
-    /// Woken whenever admission may have become possible earlier than a waiter planned.
+    /// Woken whenever admission may have become possible earlier than a waiter planned —
+    /// only when someone waits (a waiter is queued before it waits).
     wake: Notify,
 }
 
+impl KeyState {
+    /// Wakes the waiters, if `waiting` (whether the queue was non-empty, read under the
+    /// lock after the change): a waiter queues itself before it first looks at the state
+    /// and registers for wake-ups before each later look, so a change made while nobody
+    /// is queued is seen by the next look, and notifying then would wake no one.
+    fn wake_if(&self, waiting: bool) {
+        if waiting {
+            self.wake.notify_waiters();
+        }
+    }
+}
+
 #[derive(Debug)]
+#[repr(C)]
 struct KeyInner {
+    /// The latest time admitted or recorded at (the floor of the next reading).
+    last_now: Nanos,
     limits: MultiLimit,
     pause: Pause,
     queue: VecDeque<u64>,
@@ -149,7 +214,8 @@ impl KeyedLimiter {
             config,
             clock,
             seed: rand::random(),
-            keys: RwLock::new(FxHashMap::default()),
+            id: NEXT_LIMITER.fetch_add(1, Ordering::Relaxed),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         })
     }
 
@@ -169,27 +235,58 @@ impl KeyedLimiter {
         &self.clock
     }
 
-    /// The key's state, created from configuration on first use.
-    fn state(&self, key: &LimitKey) -> Arc<KeyState> {
-        if let Some(s) = self.keys.read().get(key) {
-            return Arc::clone(s);
+    /// Runs `f` on the key's state, created from configuration on first use. A known key
+    /// is found under its shard's read lock, without touching the state's reference count.
+    fn with_state<R>(&self, key: &LimitKey, f: impl FnOnce(&Arc<KeyState>) -> R) -> R {
+        let hash = rustc_hash::FxBuildHasher.hash_one(key);
+        // Bits 32..38 pick the shard: the table uses the low bits and the top seven.
+        let shard = &self.shards[(hash >> 32) as usize & (SHARDS - 1)].0;
+        if let Some(state) = shard.read().find(hash, |s| s.key == *key) {
+            return f(state);
         }
-        let mut keys = self.keys.write();
-        let state = keys
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(self.new_state(key)));
-        Arc::clone(state)
+        let state = {
+            let mut table = shard.write();
+            match table.find(hash, |s| s.key == *key) {
+                Some(state) => Arc::clone(state),
+                None => {
+                    let state = Arc::new(self.new_state(key, hash));
+                    table.insert_unique(hash, Arc::clone(&state), |s| s.hash);
+                    state
+                }
+            }
+        };
+        f(&state)
     }
 
-    fn new_state(&self, key: &LimitKey) -> KeyState {
+    /// The key's state, created from configuration on first use.
+    fn state(&self, key: &LimitKey) -> Arc<KeyState> {
+        self.with_state(key, Arc::clone)
+    }
+
+    /// The key resolved to its state, created from configuration on first use: keep it and
+    /// admit through [`try_acquire_handle`](Self::try_acquire_handle) to skip the lookup.
+    pub fn handle(&self, key: &LimitKey) -> KeyHandle {
+        KeyHandle {
+            state: self.state(key),
+        }
+    }
+
+    /// Whether `state` is one of this limiter's (a handle or permit may come from another).
+    fn owns(&self, state: &KeyState) -> bool {
+        state.limiter == self.id
+    }
+
+    fn new_state(&self, key: &LimitKey, hash: u64) -> KeyState {
         let unlimited = RateLimitConfig::default();
         let cfg = self.config.config_for(key).unwrap_or(&unlimited);
         // Validated in `new` for every rule (and the default), so this cannot fail; an
         // unmatched key gets no dimensions.
         let dims = cfg.dimensions().unwrap_or_default();
-        let key_hash = rustc_hash::FxBuildHasher.hash_one(key);
         let limits = MultiLimit::new(cfg.strategy, &dims, self.clock.now());
         KeyState {
+            limiter: self.id,
+            key: key.clone(),
+            hash,
             accounting: cfg.accounting,
             max_wait: cfg.max_wait,
             max_waiters: cfg.max_waiters,
@@ -201,6 +298,7 @@ impl KeyedLimiter {
             },
             slots: limits.has_slots(),
             inner: Mutex::new(KeyInner {
+                last_now: 0,
                 limits,
                 pause: Pause::default(),
                 queue: VecDeque::new(),
@@ -209,75 +307,75 @@ impl KeyedLimiter {
                 issued: 0,
                 denied: 0,
                 tokens_charged: 0,
-                rng: SmallRng::seed_from_u64(self.seed ^ key_hash),
+                rng: SmallRng::seed_from_u64(self.seed ^ hash),
             }),
             ended: AtomicU64::new(0),
             wake: Notify::new(),
         }
     }
 
-    /// The permit for an admission of `cost`; a permit of a request tells its key when it
-    /// ends (in-flight count, concurrency slot) through a shared reference, not a box.
-    fn permit(
-        state: &Arc<KeyState>,
-        key: &LimitKey,
-        cost: Cost,
-        at: Nanos,
-        waited: Nanos,
-    ) -> Permit {
-        let permit = Permit::new(key.clone(), cost, at, Duration::from_nanos(waited));
-        if cost.requests > 0 {
-            permit.with_end_hook(Arc::clone(state) as Arc<dyn PermitEnd>)
-        } else {
-            permit
-        }
+    /// The permit for an admission of `cost`: it holds the key's state, and a permit of a
+    /// request tells the state when it ends (in-flight count, concurrency slot).
+    fn permit(state: &Arc<KeyState>, cost: Cost, at: Nanos, waited: Nanos) -> Permit {
+        Permit::held(
+            Arc::clone(state) as Arc<dyn PermitOwner>,
+            cost.requests > 0,
+            cost,
+            at,
+            Duration::from_nanos(waited),
+        )
     }
 
-    /// [`RateLimiter::try_acquire`] without the async wrapper: the hot path, also used by the
-    /// simulator. Never waits; refuses while `acquire` waiters are queued.
+    /// [`RateLimiter::try_acquire`] without the async wrapper, also used by the simulator.
+    /// Never waits; refuses while `acquire` waiters are queued.
     pub fn try_acquire_now(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, Denial> {
-        // A known key is admitted under the map's read guard: no reference count touched.
-        if let Some(state) = self.keys.read().get(key) {
-            return self.admit_now(state, key, estimate);
-        }
-        let state = self.state(key);
-        self.admit_now(&state, key, estimate)
+        self.with_state(key, |state| self.admit_now(state, estimate))
     }
 
-    /// [`try_acquire_now`](Self::try_acquire_now) for a caller that keeps its own FIFO queue
-    /// of waiters on the key (the simulator): `behind` of them wait behind this request,
-    /// and after a pause they resume spread out as `acquire`'s own waiters would be.
-    pub fn try_acquire_queued_now(
+    /// [`try_acquire_now`](Self::try_acquire_now) on a key resolved before: the hot path —
+    /// the key's lock and one clock read, no lookup.
+    pub fn try_acquire_handle(&self, key: &KeyHandle, estimate: Cost) -> Result<Permit, Denial> {
+        self.try_acquire_queued(key, estimate, 0)
+    }
+
+    /// [`try_acquire_handle`](Self::try_acquire_handle) for a caller that keeps its own
+    /// FIFO queue of waiters on the key (the simulator): `behind` of them wait behind this
+    /// request, and after a pause they resume spread out as `acquire`'s own waiters would be.
+    #[inline]
+    pub fn try_acquire_queued(
         &self,
-        key: &LimitKey,
+        key: &KeyHandle,
         estimate: Cost,
         behind: usize,
     ) -> Result<Permit, Denial> {
-        let state = self.state(key);
-        self.admit_now_behind(&state, key, estimate, behind)
+        if self.owns(&key.state) {
+            self.admit_now_behind(&key.state, estimate, behind)
+        } else {
+            self.with_state(key.key(), |state| {
+                self.admit_now_behind(state, estimate, behind)
+            })
+        }
     }
 
-    fn admit_now(
-        &self,
-        state: &Arc<KeyState>,
-        key: &LimitKey,
-        estimate: Cost,
-    ) -> Result<Permit, Denial> {
-        self.admit_now_behind(state, key, estimate, 0)
+    #[inline]
+    fn admit_now(&self, state: &Arc<KeyState>, estimate: Cost) -> Result<Permit, Denial> {
+        self.admit_now_behind(state, estimate, 0)
     }
 
+    #[inline]
     fn admit_now_behind(
         &self,
         state: &Arc<KeyState>,
-        key: &LimitKey,
         estimate: Cost,
         behind: usize,
     ) -> Result<Permit, Denial> {
         let now = {
             let mut inner = state.inner.lock();
-            // Read under the lock: admission times are then monotone with the state they
-            // were admitted against, even when threads race.
-            let now = self.clock.now();
+            // Read under the lock, never below the key's last reading: admission times are
+            // monotone with the state they were admitted against, even when threads race,
+            // without the clock's shared order (`Clock::now_at_least`).
+            let now = self.clock.now_at_least(inner.last_now);
+            inner.last_now = inner.last_now.max(now);
             let admitted = if inner.queue.is_empty() {
                 inner.admit_behind(now, estimate, behind)
             } else {
@@ -291,22 +389,43 @@ impl KeyedLimiter {
             }
             now
         };
-        Ok(Self::permit(state, key, estimate, now, 0))
+        Ok(Self::permit(state, estimate, now, 0))
     }
 
-    /// [`RateLimiter::record_usage`], synchronously.
+    /// [`RateLimiter::record_usage`], synchronously. A permit of this limiter finds its key's
+    /// state in itself; another's is looked up by key.
     pub fn record_usage_now(
         &self,
         permit: Permit,
         actual: Cost,
         meta: &ResponseMeta,
     ) -> UsageRecord {
-        let state = self.state(permit.key());
-        let now = self.clock.now();
+        let held = permit
+            .owner()
+            .and_then(|o| (o as &dyn Any).downcast_ref::<KeyState>())
+            .filter(|s| self.owns(s));
+        let record = match held {
+            Some(state) => self.record_on(state, &permit, actual, meta),
+            None => self.with_state(permit.key(), |s| self.record_on(s, &permit, actual, meta)),
+        };
+        drop(permit); // ends it (in flight, concurrency slot), outside the key's lock
+        record
+    }
+
+    fn record_on(
+        &self,
+        state: &KeyState,
+        permit: &Permit,
+        actual: Cost,
+        meta: &ResponseMeta,
+    ) -> UsageRecord {
         let est = permit.charged();
         let (refund_requests, refund_tokens) = state.accounting.reconcile(est, actual);
-        let paused_for = {
+        let (now, paused_for, waiting) = {
             let mut inner = state.inner.lock();
+            // Not before the key's admissions (see `admit_now`).
+            let now = self.clock.now_at_least(inner.last_now);
+            inner.last_now = inner.last_now.max(now);
             inner.limits.adjust(now, Unit::Tokens, refund_tokens);
             inner.limits.adjust(now, Unit::Requests, refund_requests);
             inner.tokens_charged = if refund_tokens >= 0 {
@@ -321,9 +440,10 @@ impl KeyedLimiter {
             if let Some(d) = pause {
                 inner.pause(now, d, state.pause_jitter);
             }
-            pause
+            (now, pause, !inner.queue.is_empty())
         };
-        let record = UsageRecord {
+        state.wake_if(waiting);
+        UsageRecord {
             key: permit.key().clone(),
             estimated_tokens: est.tokens,
             actual_tokens: actual.tokens,
@@ -331,10 +451,7 @@ impl KeyedLimiter {
             admitted_at: permit.admitted_at(),
             recorded_at: now,
             paused_for,
-        };
-        drop(permit); // ends it (in flight, concurrency slot), outside the key's lock
-        state.wake.notify_waiters();
-        record
+        }
     }
 
     /// [`RateLimiter::backoff_delay`], synchronously.
@@ -344,52 +461,54 @@ impl KeyedLimiter {
         attempt: u32,
         error: &ErrorInfo,
     ) -> Option<Duration> {
-        let state = self.state(key);
-        let now = self.clock.now();
-        let delay = {
-            let mut inner = state.inner.lock();
-            let delay = state.policy.delay(attempt, error, &mut inner.rng)?;
-            if error.rate_limited {
-                inner.pause(now, delay, state.pause_jitter);
-            }
-            delay
-        };
-        if error.rate_limited {
-            state.wake.notify_waiters();
-        }
-        Some(delay)
+        self.with_state(key, |state| {
+            let now = self.clock.now();
+            let (delay, waiting) = {
+                let mut inner = state.inner.lock();
+                let delay = state.policy.delay(attempt, error, &mut inner.rng)?;
+                if error.rate_limited {
+                    inner.pause(now, delay, state.pause_jitter);
+                }
+                (delay, error.rate_limited && !inner.queue.is_empty())
+            };
+            state.wake_if(waiting);
+            Some(delay)
+        })
     }
 
     /// [`RateLimiter::usage_stats`], synchronously.
     pub fn usage_stats_now(&self, key: &LimitKey) -> UsageStats {
-        let state = self.state(key);
-        let now = self.clock.now();
-        let inner = state.inner.lock();
-        UsageStats {
-            dimensions: inner.limits.usage(now),
-            in_flight: inner.in_flight(state.ended.load(Ordering::Acquire)),
-            admitted: inner.admitted,
-            denied: inner.denied,
-            tokens_charged: inner.tokens_charged,
-            paused_for: (inner.pause.gate > now)
-                .then(|| Duration::from_nanos(inner.pause.gate - now)),
-        }
+        self.with_state(key, |state| {
+            let now = self.clock.now();
+            let inner = state.inner.lock();
+            UsageStats {
+                dimensions: inner.limits.usage(now),
+                in_flight: inner.in_flight(state.ended.load(Ordering::Acquire)),
+                admitted: inner.admitted,
+                denied: inner.denied,
+                tokens_charged: inner.tokens_charged,
+                paused_for: (inner.pause.gate > now)
+                    .then(|| Duration::from_nanos(inner.pause.gate - now)),
+            }
+        })
     }
 
     /// [`RateLimiter::reset`], synchronously: full capacity, no pause, counters zeroed.
     /// Permits in flight stay in flight (and keep their concurrency slots) until they end.
     pub fn reset_now(&self, key: &LimitKey) {
-        let state = self.state(key);
-        let now = self.clock.now();
-        {
-            let mut inner = state.inner.lock();
-            inner.limits.reset(now);
-            inner.pause = Pause::default();
-            inner.admitted = 0;
-            inner.denied = 0;
-            inner.tokens_charged = 0;
-        }
-        state.wake.notify_waiters();
+        self.with_state(key, |state| {
+            let now = self.clock.now();
+            let waiting = {
+                let mut inner = state.inner.lock();
+                inner.limits.reset(now);
+                inner.pause = Pause::default();
+                inner.admitted = 0;
+                inner.denied = 0;
+                inner.tokens_charged = 0;
+                !inner.queue.is_empty()
+            };
+            state.wake_if(waiting);
+        })
     }
 
     async fn acquire_queued(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, LimitError> {
@@ -401,7 +520,7 @@ impl KeyedLimiter {
                 match inner.admit(start, estimate) {
                     Ok(()) => {
                         drop(inner);
-                        return Ok(Self::permit(&state, key, estimate, start, 0));
+                        return Ok(Self::permit(&state, estimate, start, 0));
                     }
                     Err(d) => {
                         if let Some(e) = LimitError::from_denial(key, &d) {
@@ -443,9 +562,10 @@ impl KeyedLimiter {
                         Ok(()) => {
                             inner.queue.pop_front();
                             place.held = false;
+                            let waiting = !inner.queue.is_empty();
                             drop(inner);
-                            state.wake.notify_waiters();
-                            return Ok(Self::permit(&state, key, estimate, now, waited));
+                            state.wake_if(waiting);
+                            return Ok(Self::permit(&state, estimate, now, waited));
                         }
                         Err(Denial::Wait { retry_after, .. } | Denial::Paused { retry_after }) => {
                             Some(nanos(retry_after))
@@ -455,8 +575,9 @@ impl KeyedLimiter {
                             inner.queue.pop_front();
                             place.held = false;
                             inner.denied += 1;
+                            let waiting = !inner.queue.is_empty();
                             drop(inner);
-                            state.wake.notify_waiters();
+                            state.wake_if(waiting);
                             return Err(LimitError::from_denial(key, &d).unwrap_or(
                                 LimitError::Unavailable {
                                     key: key.clone(),
@@ -509,20 +630,29 @@ impl Drop for QueuePlace<'_> {
         if self.held {
             let mut inner = self.state.inner.lock();
             inner.queue.retain(|t| *t != self.ticket);
+            let waiting = !inner.queue.is_empty();
             drop(inner);
-            self.state.wake.notify_waiters();
+            self.state.wake_if(waiting);
         }
     }
 }
 
 /// A permit of a request ended (recorded or dropped): one fewer in flight, and its
 /// concurrency slot freed.
-impl PermitEnd for KeyState {
+impl PermitOwner for KeyState {
+    fn key(&self) -> &LimitKey {
+        &self.key
+    }
+
     fn permit_ended(&self) {
         self.ended.fetch_add(1, Ordering::Release);
         if self.slots {
-            self.inner.lock().limits.release_slot();
-            self.wake.notify_waiters();
+            let waiting = {
+                let mut inner = self.inner.lock();
+                inner.limits.release_slot();
+                !inner.queue.is_empty()
+            };
+            self.wake_if(waiting);
         }
     }
 }

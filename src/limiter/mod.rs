@@ -42,7 +42,7 @@ pub use config::{
     Backend, ConfigError, KeyRule, Limit, LimiterConfig, Limits, RateLimitConfig, RateLimitType,
     Strategy, TokenAccounting, Unit,
 };
-pub use keyed::KeyedLimiter;
+pub use keyed::{KeyHandle, KeyedLimiter};
 pub use meta::ResponseMeta;
 
 /// What one request costs, in every unit a limit can count.
@@ -125,31 +125,50 @@ impl fmt::Display for LimitKey {
 
 /// Proof that a request was admitted. Hand it back to [`RateLimiter::record_usage`] after
 /// the response; dropping it instead keeps the charge (and frees any concurrency slot).
+///
+/// A permit of the in-memory limiter carries its key's state (the handle the admission
+/// went through), not a copy of the key: `record_usage` then finds the state without a
+/// lookup, and the permit's end is counted there without an allocation.
 pub struct Permit {
-    key: LimitKey,
+    key: PermitKey,
     charged: Cost,
     admitted_at: Nanos,
     waited: Duration,
     /// Released (dropped) when the permit is recorded or dropped: a concurrency slot.
     guard: Option<Box<dyn Send + Sync>>,
-    /// Told when the permit ends (recorded or dropped), without an allocation per permit.
-    end: Option<EndHook>,
 }
 
-/// Told when a permit ends — recorded or dropped, whichever comes first, exactly once: how
-/// a backend counts permits in flight and frees concurrency slots. Attached as a shared
+/// What a permit knows its key by.
+enum PermitKey {
+    /// The key itself (the Redis backend; `update_usage`'s permit of nothing).
+    Key(LimitKey),
+    /// The owner of the key's state, which knows the key and is told when the permit ends.
+    Held(Held),
+}
+
+/// The state a permit was admitted on, as the in-memory limiter keeps it: knows its key and
+/// is told when a permit ends — recorded or dropped, whichever comes first, exactly once —
+/// which is how it counts permits in flight and frees concurrency slots. Held as a shared
 /// `Arc` (one reference count per permit, no allocation).
-pub(crate) trait PermitEnd: Send + Sync {
-    /// One permit of this owner has ended.
+pub(crate) trait PermitOwner: Send + Sync + std::any::Any {
+    /// The key the state belongs to.
+    fn key(&self) -> &LimitKey;
+
+    /// One permit of this owner (one that counts: of at least one request) has ended.
     fn permit_ended(&self);
 }
 
-/// Calls [`PermitEnd::permit_ended`] when dropped with its permit.
-struct EndHook(Arc<dyn PermitEnd>);
+/// A permit's owner; tells it when dropped with its permit, if the permit counts.
+struct Held {
+    owner: Arc<dyn PermitOwner>,
+    counted: bool,
+}
 
-impl Drop for EndHook {
+impl Drop for Held {
     fn drop(&mut self) {
-        self.0.permit_ended();
+        if self.counted {
+            self.owner.permit_ended();
+        }
     }
 }
 
@@ -157,19 +176,30 @@ impl Permit {
     /// A permit for `charged` on `key`, admitted at `admitted_at` after waiting `waited`.
     pub(crate) fn new(key: LimitKey, charged: Cost, admitted_at: Nanos, waited: Duration) -> Self {
         Self {
-            key,
+            key: PermitKey::Key(key),
             charged,
             admitted_at,
             waited,
             guard: None,
-            end: None,
         }
     }
 
-    /// Attaches `owner`, told once when the permit is recorded or dropped.
-    pub(crate) fn with_end_hook(mut self, owner: Arc<dyn PermitEnd>) -> Self {
-        self.end = Some(EndHook(owner));
-        self
+    /// A permit held on `owner`'s state; `owner` is told once when it is recorded or
+    /// dropped if `counted`.
+    pub(crate) fn held(
+        owner: Arc<dyn PermitOwner>,
+        counted: bool,
+        charged: Cost,
+        admitted_at: Nanos,
+        waited: Duration,
+    ) -> Self {
+        Self {
+            key: PermitKey::Held(Held { owner, counted }),
+            charged,
+            admitted_at,
+            waited,
+            guard: None,
+        }
     }
 
     /// Attaches a guard that is dropped with the permit (e.g. to return a concurrency slot).
@@ -178,9 +208,20 @@ impl Permit {
         self
     }
 
+    /// The state the permit is held on, for the limiter that made it.
+    pub(crate) fn owner(&self) -> Option<&dyn PermitOwner> {
+        match &self.key {
+            PermitKey::Held(held) => Some(&*held.owner),
+            PermitKey::Key(_) => None,
+        }
+    }
+
     /// The key the permit was admitted on.
     pub fn key(&self) -> &LimitKey {
-        &self.key
+        match &self.key {
+            PermitKey::Key(key) => key,
+            PermitKey::Held(held) => held.owner.key(),
+        }
     }
 
     /// What was charged at admission (the estimate).
@@ -201,12 +242,13 @@ impl Permit {
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counted = matches!(&self.key, PermitKey::Held(h) if h.counted);
         f.debug_struct("Permit")
-            .field("key", &self.key)
+            .field("key", self.key())
             .field("charged", &self.charged)
             .field("admitted_at", &self.admitted_at)
             .field("waited", &self.waited)
-            .field("guarded", &(self.guard.is_some() || self.end.is_some()))
+            .field("guarded", &(self.guard.is_some() || counted))
             .finish()
     }
 }

@@ -72,15 +72,36 @@ impl MultiLimit {
     /// can never fit, `Saturated` when no concurrency slot is free, else `Wait` with the
     /// exact wait of the slowest dimension.
     pub fn try_admit(&mut self, now: Nanos, cost: Cost) -> Result<(), Denial> {
-        if let Some(never) = self.never_fits(cost) {
-            return Err(never);
-        }
+        // "Never fits" is looked for only on a refusal: a dimension's `check` refuses a
+        // cost above its capacity (with `Nanos::MAX`), so the answer is the same as looking
+        // first, without a pass over the dimensions on every admission.
         if let Some(slots) = self.slots {
             if cost.requests > 0 && self.in_flight >= slots {
-                return Err(Denial::Saturated {
+                return Err(self.never_fits(cost).unwrap_or(Denial::Saturated {
                     in_flight: self.in_flight,
-                });
+                }));
             }
+        }
+        if let [(limit, state)] = self.rates.as_mut_slice() {
+            // One dimension (the common case): check and commit in one go.
+            let c = limit.kind.cost_of(cost);
+            let refused = match state.check(now, c) {
+                Ok(()) => {
+                    state.commit(now, c);
+                    None
+                }
+                Err(wait) => Some((limit.kind, wait)),
+            };
+            return match refused {
+                None => {
+                    self.take_slot(cost);
+                    Ok(())
+                }
+                Some((dimension, wait)) => Err(self.never_fits(cost).unwrap_or(Denial::Wait {
+                    dimension,
+                    retry_after: Duration::from_nanos(wait),
+                })),
+            };
         }
         let mut worst: Option<(RateLimitType, Nanos)> = None;
         for (limit, state) in &self.rates {
@@ -91,18 +112,24 @@ impl MultiLimit {
             }
         }
         if let Some((dimension, wait)) = worst {
-            return Err(Denial::Wait {
+            return Err(self.never_fits(cost).unwrap_or(Denial::Wait {
                 dimension,
                 retry_after: Duration::from_nanos(wait),
-            });
+            }));
         }
         for (limit, state) in &mut self.rates {
             state.commit(now, limit.kind.cost_of(cost));
         }
+        self.take_slot(cost);
+        Ok(())
+    }
+
+    /// An admitted request holds a concurrency slot, when slots are configured.
+    #[inline]
+    fn take_slot(&mut self, cost: Cost) {
         if self.slots.is_some() && cost.requests > 0 {
             self.in_flight += 1;
         }
-        Ok(())
     }
 
     /// Frees one concurrency slot (a permit was recorded or dropped).
