@@ -694,3 +694,83 @@ impl RateLimiter for KeyedLimiter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn limiter(clock: &ManualClock) -> KeyedLimiter {
+        let cfg = LimiterConfig::from_toml("[default]\nlimits = { rpm = 2, concurrent = 5 }")
+            .expect("test config parses");
+        KeyedLimiter::new(cfg, Arc::new(clock.clone())).expect("test config is valid")
+    }
+
+    /// A handle admits on the same state as lookups by key: one capacity, one count.
+    #[test]
+    fn a_handle_admits_on_the_keys_state() {
+        let clock = ManualClock::new(0);
+        let l = limiter(&clock);
+        let key = LimitKey::new("p", "m");
+        let h = l.handle(&key);
+        assert_eq!(h.key(), &key);
+        let a = l
+            .try_acquire_handle(&h, Cost::request(0))
+            .expect("first fits");
+        let b = l
+            .try_acquire_now(&key, Cost::request(0))
+            .expect("second fits");
+        assert!(matches!(
+            l.try_acquire_handle(&h, Cost::request(0)),
+            Err(Denial::Wait { .. })
+        ));
+        let stats = l.usage_stats_now(&key);
+        assert_eq!((stats.admitted, stats.in_flight, stats.denied), (2, 2, 1));
+        assert_eq!(a.key(), &key);
+        drop(a);
+        l.record_usage_now(b, Cost::request(0), &ResponseMeta::default());
+        assert_eq!(l.usage_stats_now(&key).in_flight, 0);
+    }
+
+    /// A handle or a permit of another limiter is looked up by key in this one: it never
+    /// charges or frees the other limiter's state.
+    #[test]
+    fn another_limiters_handle_and_permit_go_by_key() {
+        let clock = ManualClock::new(0);
+        let (mine, other) = (limiter(&clock), limiter(&clock));
+        let key = LimitKey::new("p", "m");
+        let foreign = other.handle(&key);
+        let p = mine
+            .try_acquire_handle(&foreign, Cost::request(0))
+            .expect("fits");
+        assert_eq!(mine.usage_stats_now(&key).admitted, 1);
+        assert_eq!(other.usage_stats_now(&key).admitted, 0);
+
+        let q = other.try_acquire_now(&key, Cost::request(0)).expect("fits");
+        let record = mine.record_usage_now(q, Cost::request(0), &ResponseMeta::default());
+        assert_eq!(record.key, key);
+        assert_eq!(other.usage_stats_now(&key).in_flight, 0, "the permit ended");
+        assert_eq!(mine.usage_stats_now(&key).in_flight, 1, "still `p`");
+        drop(p);
+        assert_eq!(mine.usage_stats_now(&key).in_flight, 0);
+    }
+
+    /// Keys spread over the shards and are each found again, with their own state.
+    #[test]
+    fn many_keys_each_keep_their_state() {
+        let clock = ManualClock::new(0);
+        let l = limiter(&clock);
+        let keys: Vec<LimitKey> = (0..1_000)
+            .map(|i| LimitKey::new("p", format!("m{i}")))
+            .collect();
+        for k in &keys {
+            drop(l.try_acquire_now(k, Cost::request(0)).expect("fits"));
+        }
+        let used = l.shards.iter().filter(|s| !s.0.read().is_empty()).count();
+        assert!(used > SHARDS / 2, "{used} of {SHARDS} shards used");
+        for k in &keys {
+            assert_eq!(l.usage_stats_now(k).admitted, 1, "{k}");
+            assert_eq!(l.handle(k).key(), k);
+        }
+    }
+}
