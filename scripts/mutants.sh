@@ -45,11 +45,14 @@ run() { # name, extra cargo-mutants args..., -- test args
 
 score() { # dir → "caught/viable = pct"
   local d=$1/mutants.out
-  local c m t u
-  c=$( (cat "$d/caught.txt" "$d/previously_caught.txt" 2>/dev/null || true) | sort -u | grep -c . || true)
+  local c m t u unviable
+  # Unviable mutants (they do not build) of this run and of the prove run it iterates on.
+  unviable=$(cat "$d/unviable.txt" "$out/prove/mutants.out/unviable.txt" 2>/dev/null | sort -u)
+  c=$( (cat "$d/caught.txt" "$d/previously_caught.txt" 2>/dev/null || true) | sort -u |
+       grep -vxF -e "${unviable:-@none@}" | grep -c . || true)
   m=$(grep -c . "$d/missed.txt" 2>/dev/null || true)
   t=$(grep -c . "$d/timeout.txt" 2>/dev/null || true)
-  u=$(grep -c . "$d/unviable.txt" 2>/dev/null || true)
+  u=$(printf '%s\n' "$unviable" | grep -c . || true)
   local viable=$((c + m + t))
   local pct=0
   if [ "$viable" -gt 0 ]; then pct=$(awk "BEGIN { printf \"%.1f\", 100 * ($c + $t) / $viable }"); fi

@@ -63,7 +63,7 @@ fn limits() -> impl Strategy<Value = String> {
         (1u64..=100_000).prop_map(|n| format!("tpm = {n}")),
         (1u64..=5_000, 1u64..=17).prop_map(|(n, s)| format!("tokens = \"{n}/{s}s\"")),
     ];
-    prop_oneof![
+    let rates = prop_oneof![
         requests.clone(),
         tokens.clone(),
         (requests.clone(), tokens.clone()).prop_map(|(r, t)| format!("{r}, {t}")),
@@ -75,6 +75,11 @@ fn limits() -> impl Strategy<Value = String> {
                 format!("{a}, {b}, {t}")
             }
         }),
+    ];
+    // Now and then a concurrency limit too (held permits then take its slots).
+    prop_oneof![
+        3 => rates.clone(),
+        1 => (rates, 1u64..=3).prop_map(|(r, n)| format!("{r}, concurrent = {n}")),
     ]
 }
 

@@ -265,12 +265,15 @@ mod tests {
             },
         );
         let mut m = MultiLimit::new(cfg.strategy, &cfg.dimensions().unwrap(), 0);
+        assert!(m.has_slots());
         m.try_admit(0, Cost::request(5)).unwrap();
+        assert_eq!(m.in_flight(), 1);
         assert_eq!(
             m.try_admit(0, Cost::request(5)),
             Err(Denial::Saturated { in_flight: 1 })
         );
         m.release_slot();
+        assert_eq!(m.in_flight(), 0);
         assert!(m.try_admit(0, Cost::request(5)).is_ok());
     }
 

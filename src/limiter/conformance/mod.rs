@@ -101,11 +101,15 @@ pub enum Property {
     Answers,
     /// A waiting `acquire` sleeps; it never spins.
     NoBusyWait,
+    /// The server's reported remaining lowers the local view.
+    ServerView,
+    /// A server's retry-after pauses the key.
+    Paused,
 }
 
 impl Property {
     /// Every property, in the order they are documented.
-    pub const ALL: [Property; 13] = [
+    pub const ALL: [Property; 15] = [
         Self::Bound,
         Self::ExactWait,
         Self::AllOrNothing,
@@ -119,6 +123,8 @@ impl Property {
         Self::ResetRestores,
         Self::Answers,
         Self::NoBusyWait,
+        Self::ServerView,
+        Self::Paused,
     ];
 
     /// The property in one sentence.
@@ -164,8 +170,9 @@ impl Property {
                  unchanged and, with no waiter left, try_acquire is no longer refused as Queued"
             }
             Self::Slots => {
-                "permits of a request in flight never exceed the concurrency limit, and a request \
-                 is refused as Saturated only when every slot is taken"
+                "permits of a request in flight never exceed the concurrency limit, and only a \
+                 request (not a charge of tokens alone) is refused as Saturated, and only when \
+                 every slot is taken"
             }
             Self::ResetRestores => "reset brings every dimension back to its full capacity",
             Self::Answers => {
@@ -176,6 +183,14 @@ impl Property {
                 "an acquire that has to wait sleeps until a later instant: it never spins on \
                  sleeps that are already over while the clock stands still (seen through a \
                  GuardedClock)"
+            }
+            Self::ServerView => {
+                "the local view is never more permissive than the server's: right after a \
+                 response reports r left in a unit, no dimension of that unit has more than r \
+                 remaining (a leaky bucket heeds only r = 0) nor more than it had before"
+            }
+            Self::Paused => {
+                "a server's retry-after pauses the key: nothing is admitted before it ends"
             }
         }
     }
@@ -196,6 +211,8 @@ impl Property {
             Self::ResetRestores => "reset-restores",
             Self::Answers => "answers",
             Self::NoBusyWait => "no-busy-wait",
+            Self::ServerView => "server-view",
+            Self::Paused => "paused",
         }
     }
 }

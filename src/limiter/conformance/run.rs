@@ -109,6 +109,8 @@ pub(super) struct Run<'a> {
     held: Vec<Held>,
     waiters: Vec<Waiter<'a>>,
     pending: Option<Pending>,
+    /// Until when a server's retry-after pauses the key.
+    paused_until: Nanos,
     tally: Tally,
     /// What the current step did, for the transcript.
     note: Vec<String>,
@@ -148,6 +150,7 @@ impl<'a> Run<'a> {
             held: Vec::new(),
             waiters: Vec::new(),
             pending: None,
+            paused_until: 0,
             tally: Tally::default(),
             note: Vec::new(),
         }
@@ -308,6 +311,11 @@ impl<'a> Run<'a> {
                 result?;
             }
             Op::Record { permit, delta } => self.reconcile(permit, delta).await?,
+            Op::Report {
+                permit,
+                remaining,
+                retry_after,
+            } => self.report(permit, remaining, retry_after).await?,
             Op::Enqueue { cost } => {
                 let due = match self.pending {
                     Some(p) if p.clean && p.cost == cost && self.waiters.is_empty() => {
@@ -384,6 +392,16 @@ impl<'a> Run<'a> {
             Ok(permit) => {
                 if self.record {
                     self.note.push(format!("{} admitted", show(cost)));
+                }
+                if now < self.paused_until {
+                    return Err(fail(
+                        Property::Paused,
+                        format!(
+                            "{} admitted {} ns before the server's pause ends",
+                            show(cost),
+                            self.paused_until - now
+                        ),
+                    ));
                 }
                 if queued {
                     return Err(fail(
@@ -485,7 +503,8 @@ impl<'a> Run<'a> {
                 }
             }
             Denial::Saturated { in_flight } => match self.subject.slots() {
-                Some(slots) if self.in_flight() >= slots => Ok(()),
+                // Only a request takes a slot: a charge of tokens alone is never Saturated.
+                Some(slots) if cost.requests > 0 && self.in_flight() >= slots => Ok(()),
                 _ => Err(fail(
                     Property::Slots,
                     format!(
@@ -649,6 +668,68 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// A response for held permit `which` (actual = estimate) reporting `left` and a
+    /// retry-after of `retry_after` ns (none when 0).
+    async fn report(
+        &mut self,
+        which: usize,
+        left: Cost,
+        retry_after: Nanos,
+    ) -> Result<(), Failure> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = self.held.remove(which % self.held.len());
+        let charged = held.permit.charged();
+        let meta = ResponseMeta {
+            remaining_requests: Some(left.requests),
+            remaining_tokens: Some(left.tokens),
+            retry_after: (retry_after > 0).then(|| std::time::Duration::from_nanos(retry_after)),
+            ..ResponseMeta::default()
+        };
+        let before = self.stats().await?;
+        self.limiter
+            .record_usage(held.permit, charged, &meta)
+            .await
+            .map_err(|e| fail(Property::Answers, format!("record_usage failed: {e}")))?;
+        let now = self.clock.now();
+        if retry_after > 0 {
+            self.paused_until = self.paused_until.max(now.saturating_add(retry_after));
+        }
+        if matches!(
+            self.subject.strategy,
+            Strategy::TokenBucket | Strategy::SlidingLog | Strategy::SlidingCounter
+        ) {
+            // The server's view is applied at `now` to every dimension.
+            self.updated = self.updated.map(|u| u.max(now));
+        }
+        self.changed();
+        let after = self.stats().await?;
+        let leaky = self.subject.strategy == Strategy::LeakyBucket;
+        for d in &self.plan.dims {
+            let get = |s: &[DimensionUsage]| {
+                s.iter()
+                    .find(|u| u.dimension == d.limit.kind)
+                    .map(|u| u.remaining)
+            };
+            let (Some(b), Some(a)) = (get(&before), get(&after)) else {
+                continue;
+            };
+            let r = d.limit.kind.cost_of(left);
+            let broken = a > b || (!leaky && a > r) || (leaky && r == 0 && a > 0);
+            if broken {
+                return Err(fail(
+                    Property::ServerView,
+                    format!(
+                        "{}: {b} remaining before a response reporting {r} left, {a} after",
+                        d.limit.kind
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Polls every waiter once, oldest first, in the caller's task context.
     async fn poll_waiters(&mut self) -> Result<(), Failure> {
         let mut i = 0;
@@ -709,6 +790,18 @@ impl<'a> Run<'a> {
                                         "waiter {} ({}) admitted before {i} earlier waiter(s)",
                                         i,
                                         show(w.cost)
+                                    ),
+                                ));
+                            }
+                            // The waiter's own time never goes back before it started.
+                            let at = now.max(w.since);
+                            if at < self.paused_until {
+                                return Err(fail(
+                                    Property::Paused,
+                                    format!(
+                                        "waiter {} admitted {} ns before the server's pause ends",
+                                        show(w.cost),
+                                        self.paused_until - at
                                     ),
                                 ));
                             }

@@ -13,7 +13,8 @@
 //! - **idle then burst**: half a window to three windows of nothing, then a burst;
 //! - **jitter**: costs at random gaps up to twice their pace;
 //! - **reconcile**: refunds and extra charges of held permits, some admitted more than a
-//!   window ago;
+//!   window ago; responses reporting what the server has left (none, a little, more than
+//!   the capacity) and now and then a retry-after;
 //! - **backwards**: the clock set back up to two windows, retries (exact waits include the
 //!   lag), then forward again;
 //! - **queue**: a denial, then an `acquire` that must wait exactly that long; tries while
@@ -77,6 +78,17 @@ pub enum Op {
         /// Which waiter, oldest first.
         waiter: usize,
     },
+    /// `record_usage` of held permit number `permit` (actual = estimate) with a response
+    /// that reports `remaining` requests and tokens left and, when not zero, a retry-after
+    /// of `retry_after` ns.
+    Report {
+        /// Which held permit.
+        permit: usize,
+        /// What the server says is left, in requests and in tokens.
+        remaining: Cost,
+        /// The server's retry-after in ns; 0 for none.
+        retry_after: Nanos,
+    },
 }
 
 impl fmt::Display for Op {
@@ -103,6 +115,22 @@ impl fmt::Display for Op {
             }
             Self::Enqueue { cost: c } => write!(f, "acquire {} (queued)", cost(c)),
             Self::Cancel { waiter } => write!(f, "cancel waiter #{waiter}"),
+            Self::Report {
+                permit,
+                remaining,
+                retry_after,
+            } => {
+                write!(
+                    f,
+                    "record_usage of held permit #{permit}, the server reporting {} requests and \
+                     {} tokens left",
+                    remaining.requests, remaining.tokens
+                )?;
+                if *retry_after > 0 {
+                    write!(f, " and a retry-after of {retry_after} ns")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -143,6 +171,26 @@ impl Op {
             }
             Self::Enqueue { cost } => out.extend(smaller(cost).map(|cost| Self::Enqueue { cost })),
             Self::Cancel { waiter } if waiter > 0 => out.push(Self::Cancel { waiter: 0 }),
+            Self::Report {
+                permit,
+                remaining,
+                retry_after,
+            } => {
+                if permit > 0 {
+                    out.push(Self::Report {
+                        permit: 0,
+                        remaining,
+                        retry_after,
+                    });
+                }
+                if retry_after > 0 {
+                    out.push(Self::Report {
+                        permit,
+                        remaining,
+                        retry_after: retry_after / 2,
+                    });
+                }
+            }
             _ => {}
         }
         out
@@ -422,6 +470,37 @@ impl Plan {
                 permit: rng.random_range(0..8),
                 delta,
             });
+            if rng.random_bool(0.3) {
+                // What a response says: a unit's remaining (none, a little, half, more than
+                // the capacity), sometimes a retry-after.
+                let left = |unit: Unit, rng: &mut SmallRng| {
+                    let cap = self
+                        .dims
+                        .iter()
+                        .filter(|d| d.unit == unit)
+                        .map(|d| d.capacity)
+                        .max()
+                        .unwrap_or(1);
+                    match rng.random_range(0..4) {
+                        0 => 0,
+                        1 => rng.random_range(0..=cap.min(3)),
+                        2 => cap / 2,
+                        _ => cap.saturating_add(5),
+                    }
+                };
+                ops.push(Op::Report {
+                    permit: rng.random_range(0..8),
+                    remaining: Cost {
+                        requests: left(Unit::Requests, rng),
+                        tokens: left(Unit::Tokens, rng),
+                    },
+                    retry_after: if rng.random_bool(0.3) {
+                        rng.random_range(1..=self.max_window)
+                    } else {
+                        0
+                    },
+                });
+            }
             // Spend what the reconciliation freed or test what it took.
             let cost = self.cost(rng);
             ops.extend([

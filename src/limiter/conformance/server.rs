@@ -277,6 +277,27 @@ impl<'a> ServerRun<'a> {
                 self.note.insert(0, format!("{n} admitted"));
             }
             Op::Record { permit, delta } => self.reconcile(permit, delta).await?,
+            // The server's view is applied, unchecked: time moves between the probes.
+            Op::Report {
+                permit, remaining, ..
+            } => {
+                if !self.held.is_empty() {
+                    let permit = self.held.remove(permit % self.held.len());
+                    let charged = permit.charged();
+                    let meta = ResponseMeta {
+                        remaining_requests: Some(remaining.requests),
+                        remaining_tokens: Some(remaining.tokens),
+                        ..ResponseMeta::default()
+                    };
+                    self.limiter
+                        .record_usage(permit, charged, &meta)
+                        .await
+                        .map_err(|e| {
+                            fail(Property::Answers, format!("record_usage failed: {e}"))
+                        })?;
+                    self.pending = None;
+                }
+            }
         }
         Ok(())
     }
