@@ -4,12 +4,17 @@
 //! clock, must never exceed the limit in any interval, and the total must be within 2 %
 //! of the ideal.
 //!
+//! The same run goes once against one redis-server and once against a three-primary
+//! Redis Cluster (`RedisSettings::cluster`).
+//!
 //! Two keys run side by side in every worker: `tb` (token bucket, the providers' own
 //! continuously refilling quota: the limit of an interval `t` is `burst + rate · t`) and
 //! `log` (sliding-window log: at most the limit in every 60 s window).
 
 #[path = "support/redis_checks.rs"]
 mod redis_checks;
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
@@ -21,6 +26,7 @@ use connector_hub::clock::SystemClock;
 use connector_hub::limiter::redis::{RedisLimiter, RedisSettings};
 use connector_hub::limiter::{Cost, LimitKey, LimiterConfig, RateLimiter, ResponseMeta};
 use redis_checks::{arrival_curve_violation, window_violation, Admission};
+use redis_cluster::RedisCluster;
 use redis_server::RedisServer;
 
 const WORKER_ENV: &str = "HUB_REDIS_WORKER";
@@ -29,6 +35,7 @@ const TASKS: usize = 8;
 const RUN: Duration = Duration::from_secs(10);
 const TOKENS: u64 = 200;
 const TEST_NAME: &str = "four_processes_share_one_quota_through_redis";
+const CLUSTER_TEST_NAME: &str = "four_processes_share_one_quota_through_a_redis_cluster";
 
 const CONFIG: &str = r#"
 [[key]]
@@ -48,15 +55,16 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// A worker: `url prefix start_unix_ms out_path`. Runs `TASKS` tasks per key until the run
+/// A worker: `url prefix start_unix_ms out_path cluster(0|1)`. Runs `TASKS` tasks per key until the run
 /// ends and writes one line `model redis_µs tokens` per admission.
 fn worker(spec: &str) {
     let parts: Vec<&str> = spec.split(' ').collect();
-    let (url, prefix, start_ms, out) = (
+    let (url, prefix, start_ms, out, cluster) = (
         parts[0],
         parts[1],
         parts[2].parse::<u64>().unwrap(),
         parts[3],
+        parts[4] == "1",
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -64,7 +72,8 @@ fn worker(spec: &str) {
         .build()
         .unwrap();
     let lines = rt.block_on(async {
-        let settings = RedisSettings::new(url).with_key_prefix(prefix);
+        let mut settings = RedisSettings::new(url).with_key_prefix(prefix);
+        settings.cluster = cluster;
         let limiter = Arc::new(
             RedisLimiter::connect(
                 LimiterConfig::from_toml(CONFIG).unwrap(),
@@ -144,14 +153,32 @@ fn four_processes_share_one_quota_through_redis() {
     let Some(server) = RedisServer::start_or_skip() else {
         return;
     };
+    share_one_quota(&server.url(), false, server.dir(), TEST_NAME);
+}
+
+#[test]
+fn four_processes_share_one_quota_through_a_redis_cluster() {
+    if let Ok(spec) = std::env::var(WORKER_ENV) {
+        worker(&spec);
+        return;
+    }
+    let Some(cluster) = RedisCluster::start_or_skip() else {
+        return;
+    };
+    share_one_quota(&cluster.url(), true, cluster.dir(), CLUSTER_TEST_NAME);
+}
+
+/// Runs `PROCESSES` workers (this binary re-run as `test_name`) against `url` and checks
+/// the merged admission log.
+fn share_one_quota(url: &str, cluster: bool, dir: &std::path::Path, test_name: &str) {
     let exe = std::env::current_exe().unwrap();
     let start = unix_ms() + 1500; // every worker connected and waiting by then
     let mut children = Vec::new();
     for n in 0..PROCESSES {
-        let out = server.dir().join(format!("worker{n}.log"));
-        let spec = format!("{} mp {start} {}", server.url(), out.display());
+        let out = dir.join(format!("worker{n}.log"));
+        let spec = format!("{url} mp {start} {} {}", out.display(), u8::from(cluster));
         let child = Command::new(&exe)
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+            .args(["--exact", test_name, "--nocapture", "--test-threads", "1"])
             .env(WORKER_ENV, spec)
             .stdout(Stdio::null())
             .spawn()

@@ -88,6 +88,13 @@ pub struct RedisSettings {
     /// anyway. `false` = always `EVALSHA`. Default `true`.
     #[serde(default = "default_functions")]
     pub functions: bool,
+    /// The server is a Redis Cluster: `url` lists seed nodes, comma-separated (e.g.
+    /// `redis://10.0.0.1:7000,redis://10.0.0.2:7000`); calls go to the node owning the
+    /// key's hash slot (every key of one limit key shares one slot, see the key layout in
+    /// [`RedisLimiter`](crate::limiter::redis::RedisLimiter)) and the script is loaded on
+    /// every primary. Default `false` (one server at `url`).
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 fn default_prefix() -> String {
@@ -129,7 +136,15 @@ impl RedisSettings {
             lease_ttl: default_lease_ttl(),
             concurrency_retry: default_concurrency_retry(),
             functions: default_functions(),
+            cluster: false,
         }
+    }
+
+    /// The same settings for a Redis Cluster reached through `url`'s comma-separated seed
+    /// nodes.
+    pub fn clustered(mut self) -> Self {
+        self.cluster = true;
+        self
     }
 
     /// The same settings with `policy` as the failure policy.

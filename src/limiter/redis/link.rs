@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, Value};
 
 use crate::clock::{nanos, Clock, Nanos};
 
@@ -49,10 +51,54 @@ struct Health {
     down: Option<(String, Nanos)>,
 }
 
+/// Where the limiter's state lives: one server, or a cluster's seed nodes.
+#[derive(Clone)]
+enum Target {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// A connection to the [`Target`]: one multiplexed, reconnecting connection to the server,
+/// or a cluster connection that routes each call to the node owning its keys' slot (and
+/// `FUNCTION LOAD`/`SCRIPT LOAD` to every primary).
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Connection, script and health of one limiter.
 pub(crate) struct Link {
-    client: redis::Client,
-    manager: Mutex<Option<ConnectionManager>>,
+    target: Target,
+    manager: Mutex<Option<Connection>>,
     connecting: tokio::sync::Mutex<()>,
     /// Whether the script (or library) was loaded once: until then, a call loads it first.
     loaded: AtomicBool,
@@ -73,9 +119,19 @@ pub(crate) struct Link {
     function: String,
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "Single",
+            Self::Cluster(_) => "Cluster",
+        })
+    }
+}
+
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
+            .field("target", &self.target)
             .field("sha", &self.sha)
             .field("function", &self.function)
             .field("timeout", &self.timeout)
@@ -86,19 +142,33 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     /// A link to `url` (not connected yet: the first call connects and loads the script);
-    /// `functions` = try the function library first.
+    /// `functions` = try the function library first; `cluster` = `url` lists a Redis
+    /// Cluster's seed nodes, comma-separated.
     pub fn new(
         url: &str,
         timeout: Duration,
         probe_interval: Duration,
         clock: Arc<dyn Clock>,
         functions: bool,
+        cluster: bool,
     ) -> Result<Self, RedisFailure> {
-        let client = redis::Client::open(url).map_err(|e| RedisFailure::Redis(e.to_string()))?;
+        let invalid = |e: redis::RedisError| RedisFailure::Redis(e.to_string());
+        let target = if cluster {
+            let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+            let client = ClusterClientBuilder::new(nodes)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(1)
+                .build()
+                .map_err(invalid)?;
+            Target::Cluster(client)
+        } else {
+            Target::Single(redis::Client::open(url).map_err(invalid)?)
+        };
         let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
         let function = format!("hub_limiter_{}", &sha[..16]);
         Ok(Self {
-            client,
+            target,
             manager: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             loaded: AtomicBool::new(false),
@@ -135,7 +205,7 @@ impl Link {
     }
 
     /// A connection, establishing it (once, bounded by the timeout) if needed.
-    async fn connection(&self) -> Result<ConnectionManager, RedisFailure> {
+    async fn connection(&self) -> Result<Connection, RedisFailure> {
         if let Some(m) = self.manager.lock().clone() {
             return Ok(m);
         }
@@ -143,19 +213,28 @@ impl Link {
         if let Some(m) = self.manager.lock().clone() {
             return Ok(m);
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1)
-            .set_factor(10)
-            .set_max_delay(self.timeout.as_millis().max(1) as u64);
-        let manager = tokio::time::timeout(
-            self.timeout,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| RedisFailure::Timeout(self.timeout))?
-        .map_err(|e| RedisFailure::Redis(e.to_string()))?;
+        let connect = async {
+            match &self.target {
+                Target::Single(client) => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(self.timeout)
+                        .set_response_timeout(self.timeout)
+                        .set_number_of_retries(1)
+                        .set_factor(10)
+                        .set_max_delay(self.timeout.as_millis().max(1) as u64);
+                    ConnectionManager::new_with_config(client.clone(), config)
+                        .await
+                        .map(Connection::Single)
+                }
+                Target::Cluster(client) => {
+                    client.get_async_connection().await.map(Connection::Cluster)
+                }
+            }
+        };
+        let manager = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| RedisFailure::Timeout(self.timeout))?
+            .map_err(|e| RedisFailure::Redis(e.to_string()))?;
         *self.manager.lock() = Some(manager.clone());
         Ok(manager)
     }

@@ -60,7 +60,8 @@
 //! packed; a key of another type left by an older version is read as absent and
 //! replaced) and `…:<strategy>:<dimension>` (a sorted set for sliding-log entries and
 //! concurrency leases). The braces are a Redis Cluster hash tag: one key's state lives on
-//! one node. Every key expires after `idle_ttl` without writes (never sooner than two
+//! one node, so the limiter runs unchanged on Redis Cluster ([`RedisSettings::cluster`]),
+//! each call going to the node that owns its key's slot. Every key expires after `idle_ttl` without writes (never sooner than two
 //! windows).
 
 mod api;
@@ -261,6 +262,7 @@ impl RedisLimiter {
             settings.probe_interval,
             clock.clone(),
             settings.functions,
+            settings.cluster,
         )
         .map_err(|e| ConnectError::Url {
             url: settings.url.clone(),
