@@ -95,6 +95,12 @@ pub struct RedisSettings {
     /// every primary. Default `false` (one server at `url`).
     #[serde(default)]
     pub cluster: bool,
+    /// Opt-in leased capacity (`[redis.leased_capacity]`, not to be confused with
+    /// `lease_ttl`'s concurrency leases): each process admits from slices of a key's
+    /// capacity leased from Redis instead of one script call per request, with the
+    /// overshoot bound stated in [`lease`](crate::limiter::lease). Default: none.
+    #[serde(default)]
+    pub leased_capacity: Option<crate::limiter::lease::LeaseSettings>,
 }
 
 fn default_prefix() -> String {
@@ -137,6 +143,7 @@ impl RedisSettings {
             concurrency_retry: default_concurrency_retry(),
             functions: default_functions(),
             cluster: false,
+            leased_capacity: None,
         }
     }
 
@@ -188,6 +195,18 @@ impl RedisSettings {
         }
         if self.key_prefix.is_empty() {
             return Err(bad("key_prefix", "\"\"".into(), "must not be empty"));
+        }
+        if let Some(lease) = &self.leased_capacity {
+            if let Err(e) = lease.validate() {
+                return Err(bad(
+                    "leased_capacity",
+                    format!("{lease:?}"),
+                    match e {
+                        crate::limiter::lease::LeaseError::Share(_) => "share must be in (0, 1]",
+                        crate::limiter::lease::LeaseError::Lifetime => "lifetime must be positive",
+                    },
+                ));
+            }
         }
         Ok(())
     }

@@ -420,7 +420,8 @@ impl KeyedLimiter {
         meta: &ResponseMeta,
     ) -> UsageRecord {
         let est = permit.charged();
-        let (refund_requests, refund_tokens) = state.accounting.reconcile(est, actual);
+        let (refund_requests, refund_tokens) =
+            permit.accounting(state.accounting).reconcile(est, actual);
         let (now, paused_for, waiting) = {
             let mut inner = state.inner.lock();
             // Not before the key's admissions (see `admit_now`).

@@ -29,6 +29,7 @@ pub mod gcra;
 pub mod invariants;
 pub mod keyed;
 pub mod leaky_bucket;
+pub mod lease;
 pub mod meta;
 pub mod multi;
 mod params;
@@ -134,8 +135,11 @@ pub struct Permit {
     charged: Cost,
     admitted_at: Nanos,
     waited: Duration,
-    /// Released (dropped) when the permit is recorded or dropped: a concurrency slot.
-    guard: Option<Box<dyn Send + Sync>>,
+    /// Released (dropped) when the permit is recorded or dropped: a concurrency slot, or
+    /// the lease a leased permit spent (see [`lease`]).
+    guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// Reconciled to the actual usage whatever the key's accounting: a lease given back.
+    exact: bool,
 }
 
 /// What a permit knows its key by.
@@ -181,6 +185,7 @@ impl Permit {
             admitted_at,
             waited,
             guard: None,
+            exact: false,
         }
     }
 
@@ -199,13 +204,31 @@ impl Permit {
             admitted_at,
             waited,
             guard: None,
+            exact: false,
         }
     }
 
     /// Attaches a guard that is dropped with the permit (e.g. to return a concurrency slot).
-    pub(crate) fn with_guard(mut self, guard: Box<dyn Send + Sync>) -> Self {
+    pub(crate) fn with_guard(mut self, guard: Box<dyn std::any::Any + Send + Sync>) -> Self {
         self.guard = Some(guard);
         self
+    }
+
+    /// The same permit, reconciled by `record_usage` to the actual usage whatever the key's
+    /// [`TokenAccounting`]: a lease's slice given back (what it did not spend is not a
+    /// provider's charge).
+    pub(crate) fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
+    /// How `record_usage` reconciles this permit: `accounting`, unless it is [`exact`](Self::exact).
+    pub(crate) fn accounting(&self, accounting: TokenAccounting) -> TokenAccounting {
+        if self.exact {
+            TokenAccounting::Actual
+        } else {
+            accounting
+        }
     }
 
     /// The state the permit is held on, for the limiter that made it.
@@ -604,9 +627,13 @@ pub async fn build(
     clock: Arc<dyn crate::clock::Clock>,
 ) -> Result<Arc<dyn RateLimiter>, BuildError> {
     match (config.backend, config.redis.clone()) {
-        (Backend::Redis, Some(settings)) => Ok(Arc::new(
-            redis::RedisLimiter::connect(config, settings, clock).await?,
-        )),
+        (Backend::Redis, Some(settings)) => {
+            let lease = settings.leased_capacity;
+            let shared = Arc::new(
+                redis::RedisLimiter::connect(config.clone(), settings, clock.clone()).await?,
+            );
+            Ok(leased(shared, config, lease, clock))
+        }
         (Backend::Redis, None) => Err(ConfigError::Invalid {
             field: "backend",
             value: "redis".into(),
@@ -627,9 +654,15 @@ pub fn build_lazy(
     clock: Arc<dyn crate::clock::Clock>,
 ) -> Result<Arc<dyn RateLimiter>, BuildError> {
     match (config.backend, config.redis.clone()) {
-        (Backend::Redis, Some(settings)) => Ok(Arc::new(redis::RedisLimiter::lazy(
-            config, settings, clock,
-        )?)),
+        (Backend::Redis, Some(settings)) => {
+            let lease = settings.leased_capacity;
+            let shared = Arc::new(redis::RedisLimiter::lazy(
+                config.clone(),
+                settings,
+                clock.clone(),
+            )?);
+            Ok(leased(shared, config, lease, clock))
+        }
         (Backend::Redis, None) => Err(ConfigError::Invalid {
             field: "backend",
             value: "redis".into(),
@@ -637,5 +670,20 @@ pub fn build_lazy(
         }
         .into()),
         (Backend::Memory, _) => Ok(Arc::new(KeyedLimiter::new(config, clock)?)),
+    }
+}
+
+/// `shared`, or a [`LeasedLimiter`](lease::LeasedLimiter) over it when `lease` is set
+/// (settings already validated with the Redis settings).
+fn leased(
+    shared: Arc<dyn RateLimiter>,
+    config: LimiterConfig,
+    lease: Option<lease::LeaseSettings>,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Arc<dyn RateLimiter> {
+    match lease.map(|l| lease::LeasedLimiter::new(shared.clone(), config, l, clock)) {
+        Some(Ok(leased)) => Arc::new(leased),
+        // Validated with the Redis settings before the shared limiter was built.
+        Some(Err(_)) | None => shared,
     }
 }

@@ -159,10 +159,11 @@ impl RateLimiter for RedisLimiter {
         let key = permit.key().clone();
         let charged = permit.charged();
         let admitted_at = permit.admitted_at();
-        let origin = ticket::take(permit);
         let entry = inner.entry_or_error(&key)?;
+        let accounting = permit.accounting(entry.plan.accounting);
+        let origin = ticket::take(permit);
         let pause = meta.retry_after.filter(|d| !d.is_zero());
-        let (requests, tokens) = entry.plan.accounting.reconcile(charged, actual);
+        let (requests, tokens) = accounting.reconcile(charged, actual);
         let mut refunded = tokens;
         let mut change = Change {
             requests,
