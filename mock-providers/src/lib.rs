@@ -70,6 +70,7 @@
 pub mod clock;
 pub mod config;
 pub mod generation;
+pub mod provider;
 pub mod quota;
 pub mod server;
 pub mod units;
