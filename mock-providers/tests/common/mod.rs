@@ -147,6 +147,12 @@ pub fn message(model: &str, content: &str, max_tokens: u64, extra: &str) -> Stri
 }
 
 impl Mock {
+    /// The quota clock's now.
+    pub fn clock_now(&self) -> u64 {
+        use mock_providers::clock::MockClock;
+        self.clock.now()
+    }
+
     /// POSTs `body` to an Anthropic route with the key and version headers.
     pub async fn anthropic(&self, uri: &str, body: &str) -> Reply {
         self.call("POST", uri, &ANTHROPIC, body).await
