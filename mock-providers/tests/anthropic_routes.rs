@@ -256,3 +256,32 @@ async fn model_list_pages_and_single_model() {
     let openai = m.call("GET", "/v1/models", &[OPENAI_KEY], "").await.json();
     assert_eq!(openai["object"], "list");
 }
+
+#[tokio::test]
+async fn stats_metrics_and_reset_cover_anthropic_models() {
+    let m = mock(fixed(4));
+    m.anthropic("/v1/messages", &message(CLAUDE, "hi", 10, ""))
+        .await;
+    let stats = m.call("GET", "/_mock/stats", &[], "").await.json();
+    let key = &stats["keys"][format!("anthropic/{CLAUDE}")];
+    assert_eq!(key["provider"], "anthropic");
+    assert_eq!(key["admitted"], 1);
+    assert_eq!(key["output_tokens"], 4);
+    assert_eq!(key["remaining"]["requests"], 999);
+    assert_eq!(key["remaining"]["output_tokens"], 400_000 - 4);
+    let metrics = m.call("GET", "/metrics", &[], "").await.text();
+    assert!(
+        metrics.contains(&format!(
+            "mock_anthropic_admitted_total{{model=\"{CLAUDE}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "mock_anthropic_remaining{{model=\"{CLAUDE}\",dimension=\"requests\"}} 999"
+    )));
+    assert_eq!(m.call("POST", "/_mock/reset", &[], "").await.status, 200);
+    let stats = m.call("GET", "/_mock/stats", &[], "").await.json();
+    let key = &stats["keys"][format!("anthropic/{CLAUDE}")];
+    assert_eq!(key["admitted"], 0);
+    assert_eq!(key["remaining"]["requests"], 1_000);
+}
