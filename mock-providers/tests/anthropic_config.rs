@@ -15,6 +15,7 @@ seed = 3
 keys = ["sk-ant-1"]
 forbidden_keys = ["sk-ant-ro"]
 organization_id = "org-1"
+versions = ["2023-06-01"]
 otpm_rule = "generated"
 rpm_interval = "1s"
 round_token_remaining = true
@@ -44,6 +45,7 @@ should_retry = true
     let c = MockConfig::from_toml_str(text, "mock.toml").unwrap();
     let a = &c.anthropic;
     assert_eq!(a.otpm_rule, OtpmRule::Generated);
+    assert_eq!(a.versions, ["2023-06-01"]);
     assert_eq!(a.rpm_interval, Some(Duration::from_secs(1)));
     assert!(a.round_token_remaining);
     assert_eq!(a.models.len(), 1);

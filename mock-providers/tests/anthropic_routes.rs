@@ -110,21 +110,24 @@ async fn stop_reasons_max_tokens_and_stop_sequence() {
 }
 
 #[tokio::test]
-async fn bearer_auth_and_the_2023_01_01_version_are_accepted() {
+async fn bearer_auth_and_every_configured_version_are_accepted() {
     let m = mock(MockConfig::default());
-    let headers = [
-        ("authorization", "Bearer sk-ant-oat-1"),
-        ("anthropic-version", "2023-01-01"),
-    ];
-    let r = m
-        .call(
-            "POST",
-            "/v1/messages",
-            &headers,
-            &message(CLAUDE, "hi", 8, ""),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    // The Python SDK 2.17 sends its api_key as a Bearer token with version 2026-10-21.
+    for version in ["2023-01-01", "2023-06-01", "2026-10-21"] {
+        let headers = [
+            ("authorization", "Bearer sk-ant-oat-1"),
+            ("anthropic-version", version),
+        ];
+        let r = m
+            .call(
+                "POST",
+                "/v1/messages",
+                &headers,
+                &message(CLAUDE, "hi", 8, ""),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{version}: {}", r.text());
+    }
 }
 
 #[tokio::test]

@@ -47,6 +47,10 @@ pub struct AnthropicConfig {
     pub forbidden_keys: Vec<String>,
     /// `anthropic-organization-id` on every response, and the org in 429 messages.
     pub organization_id: String,
+    /// `anthropic-version` values accepted (any other is a 400): `2023-06-01` (the
+    /// documented one), `2023-01-01` (deprecated) and `2026-10-21` (what the `anthropic`
+    /// Python SDK 2.17 on PyPI sends).
+    pub versions: Vec<String>,
     /// How output tokens are charged (see [`OtpmRule`]).
     pub otpm_rule: OtpmRule,
     /// Short-interval enforcement of RPM ("60 RPM might be enforced as 1 request per
@@ -62,7 +66,8 @@ pub struct AnthropicConfig {
 }
 
 impl Default for AnthropicConfig {
-    /// Any non-empty key; organization `00000000-0000-4000-8000-000000000000`; OTPM
+    /// Any non-empty key; organization `00000000-0000-4000-8000-000000000000`; versions
+    /// `2023-06-01`, `2023-01-01` and `2026-10-21`; OTPM
     /// estimated from `max_tokens`; per-minute RPM; three models at the 2026 Start tier
     /// (1 000 RPM, 2 000 000 ITPM, 400 000 OTPM).
     fn default() -> Self {
@@ -70,6 +75,9 @@ impl Default for AnthropicConfig {
             keys: Vec::new(),
             forbidden_keys: Vec::new(),
             organization_id: "00000000-0000-4000-8000-000000000000".to_owned(),
+            versions: ["2023-06-01", "2023-01-01", "2026-10-21"]
+                .map(str::to_owned)
+                .to_vec(),
             otpm_rule: OtpmRule::MaxTokens,
             rpm_interval: None,
             round_token_remaining: false,
@@ -222,6 +230,9 @@ impl AnthropicConfig {
                 let msg = format!("rpm_interval {i:?} must be within (0, 60s]");
                 return Some((None, "rpm_interval", msg));
             }
+        }
+        if self.versions.is_empty() {
+            return Some((None, "versions", "at least one version is needed".into()));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, m) in self.models.iter().enumerate() {

@@ -27,9 +27,6 @@ use crate::generation::{fnv1a, latency_rng, output_rng, rng_for, LatencyModel, O
 
 const FAULT_SALT: u64 = 0x616e_7468_6661_756c;
 
-/// Versions the API accepts (`2023-01-01` is deprecated but valid).
-const VERSIONS: [&str; 2] = ["2023-06-01", "2023-01-01"];
-
 /// What a handler needs from the server around it.
 #[derive(Debug, Clone)]
 pub struct Env {
@@ -80,7 +77,7 @@ fn admit_caller(state: &AnthropicState, headers: &HeaderMap) -> Result<(), Anthr
     }
     match headers.get("anthropic-version").map(|v| v.to_str()) {
         None => Err(AnthropicError::missing_version()),
-        Some(Ok(v)) if VERSIONS.contains(&v.trim()) => Ok(()),
+        Some(Ok(v)) if config.versions.iter().any(|c| c == v.trim()) => Ok(()),
         Some(v) => Err(AnthropicError::bad_version(v.unwrap_or("?"))),
     }
 }
