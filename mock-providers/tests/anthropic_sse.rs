@@ -325,3 +325,82 @@ async fn paced_stream_follows_ttft_and_per_token_intervals_and_settles_at_the_en
         "refunded to the 4 generated tokens"
     );
 }
+
+fn paced(tokens: u32) -> MockConfig {
+    MockConfig {
+        latency: LatencyConfig {
+            zero: false,
+            ttft_median: Duration::from_millis(400),
+            ttft_p99: Duration::from_millis(400),
+            per_token: Duration::from_millis(25),
+            per_token_sigma: 0.0,
+        },
+        output_tokens: OutputTokens::Fixed { tokens },
+        ..MockConfig::default()
+    }
+}
+
+fn request(body: String) -> Request<Body> {
+    let mut req = Request::post("/v1/messages");
+    for (k, v) in ANTHROPIC {
+        req = req.header(k, v);
+    }
+    req.body(Body::from(body)).unwrap()
+}
+
+fn output_remaining(m: &common::Mock) -> u64 {
+    let slot = m.state.anthropic().slot(CLAUDE).unwrap().clone();
+    let now = m.clock_now();
+    let remaining = slot.quota.lock().snapshot(now).output.remaining;
+    remaining
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_goes_away_settles_what_was_generated() {
+    // Non-streamed: dropped while the response is prepared; its 5 tokens were generated.
+    let m = mock(paced(5));
+    let call = m
+        .router
+        .clone()
+        .oneshot(request(message(CLAUDE, "x", 1_000, "")));
+    assert!(tokio::time::timeout(Duration::from_millis(100), call)
+        .await
+        .is_err());
+    assert_eq!(output_remaining(&m), 400_000 - 5);
+    // Streamed: dropped after the first delta; one token was sent.
+    let m = mock(paced(5));
+    let resp = m
+        .router
+        .clone()
+        .oneshot(request(message(CLAUDE, "x", 1_000, r#""stream":true"#)))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    for _ in 0..4 {
+        body.frame().await.unwrap().unwrap();
+    }
+    assert_eq!(
+        output_remaining(&m),
+        400_000 - 1_000,
+        "reserved while streaming"
+    );
+    drop(body);
+    assert_eq!(output_remaining(&m), 400_000 - 1);
+}
+
+#[tokio::test]
+async fn an_empty_stream_still_carries_the_overloaded_event() {
+    let m = mock(overloaded_config(OverloadedAt::Middle));
+    let r = m
+        .anthropic("/v1/messages", &message(CLAUDE, "x", 0, r#""stream":true"#))
+        .await;
+    assert_eq!(names(&events(&r.body)), ["message_start", "ping", "error"]);
+    let m = mock(MockConfig::default());
+    let r = m
+        .anthropic("/v1/messages", &message(CLAUDE, "x", 0, r#""stream":true"#))
+        .await;
+    assert_eq!(
+        names(&events(&r.body)),
+        ["message_start", "ping", "message_delta", "message_stop"]
+    );
+}

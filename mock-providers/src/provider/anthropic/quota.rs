@@ -259,7 +259,8 @@ impl RequestQuota {
         Self(ContinuousMeter::new(rpm, MINUTE))
     }
 
-    /// Admits one request (`Ok` with the state after charging) or returns the exact wait.
+    /// Admits one request (`Ok` with the state after charging) or returns the exact wait
+    /// (`Duration::MAX` only for a zero limit, which the configuration check refuses).
     pub fn try_admit(&mut self, now: Nanos) -> Result<Bucket, Duration> {
         match self.0.wait(now, 1) {
             Some(w) if w.is_zero() => {

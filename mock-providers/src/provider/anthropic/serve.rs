@@ -152,7 +152,7 @@ fn count(slot: &ModelSlot, req: &MessagesRequest) -> (u64, u64, u64) {
     let (mut total, mut prefix, mut hash) = (1u64, 0u64, 0u64);
     for (i, p) in req.parts.iter().enumerate() {
         total += 3 + u64::from(encoding.count_cached(&p.text));
-        if Some(i) <= last_breakpoint && last_breakpoint.is_some() {
+        if last_breakpoint.is_some_and(|last| i <= last) {
             prefix = total;
             hash = hash.rotate_left(5) ^ fnv1a(p.role.as_bytes()) ^ fnv1a(p.text.as_bytes());
         }
@@ -351,6 +351,33 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// Settles an admitted request's output tokens once: explicitly, or on drop (the client
+/// went away while the response was being prepared) with `on_drop` tokens.
+struct Settlement {
+    settle: Option<sse::Settle>,
+    on_drop: u64,
+}
+
+impl Settlement {
+    fn settle(&mut self, output: u64) {
+        if let Some(f) = self.settle.take() {
+            f(output);
+        }
+    }
+
+    /// Hands the settlement over (to a stream, which settles when it ends or is dropped).
+    fn take(&mut self) -> Option<sse::Settle> {
+        self.settle.take()
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let on_drop = self.on_drop;
+        self.settle(on_drop);
+    }
+}
+
 /// `POST /v1/messages`.
 pub async fn messages(
     env: Env,
@@ -452,13 +479,17 @@ async fn messages_inner(
         &mut reply.h,
     );
 
-    // Settles the output bucket once, when the response ends (or is abandoned).
-    let settle = {
-        let (slot, clock) = (slot.clone(), env.clock.clone());
-        move |output: u64| {
-            slot.stats.output_tokens.fetch_add(output, Relaxed);
-            slot.quota.lock().complete(clock.now(), cost, output);
-        }
+    // Settles the output bucket exactly once: when the response ends, or with what was
+    // generated so far when the client goes away first.
+    let mut settlement = Settlement {
+        settle: Some({
+            let (slot, clock) = (slot.clone(), env.clock.clone());
+            Box::new(move |output: u64| {
+                slot.stats.output_tokens.fetch_add(output, Relaxed);
+                slot.quota.lock().complete(clock.now(), cost, output);
+            })
+        }),
+        on_drop: 0,
     };
 
     // Faults after admission (charged), in a fixed order from the seeded generator.
@@ -477,7 +508,7 @@ async fn messages_inner(
         None
     };
     if let Some(e) = injected {
-        settle(0);
+        settlement.settle(0);
         hdr::should_retry(faults.should_retry, &mut reply.h);
         return Err(e);
     }
@@ -510,7 +541,7 @@ async fn messages_inner(
             rng: latency_rng,
             overloaded,
             drop_after,
-            settle: Some(Box::new(settle)),
+            settle: settlement.take(),
         };
         reply
             .h
@@ -521,6 +552,7 @@ async fn messages_inner(
             sse::body(plan),
         ));
     }
+    settlement.on_drop = a.tokens;
     let wait = env.latency.total(
         u32::try_from(a.tokens).unwrap_or(u32::MAX),
         &mut latency_rng,
@@ -528,7 +560,7 @@ async fn messages_inner(
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
-    settle(a.tokens);
+    settlement.settle(a.tokens);
     let env_ids = Envelope {
         id: &message_id,
         model: &slot.config.id,

@@ -90,7 +90,7 @@ impl Events {
         match (self.plan.overloaded, self.phase) {
             (Some(OverloadedAt::Start), Phase::Start) => true,
             (Some(OverloadedAt::Middle), Phase::Delta(i)) => i == self.plan.pieces.len() / 2,
-            (Some(OverloadedAt::Middle), Phase::BlockStop) => self.plan.pieces.len() < 2,
+            (Some(OverloadedAt::Middle), Phase::MessageDelta) => self.plan.pieces.is_empty(),
             _ => false,
         }
     }
