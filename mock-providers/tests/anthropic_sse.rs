@@ -60,6 +60,7 @@ fn rendering_the_captured_stream_reproduces_it_byte_for_byte() {
         overloaded: None,
         drop_after: None,
         settle: Some(Box::new(move |n| settled.store(n, Ordering::SeqCst))),
+        padding: None,
     };
     let expected = unpadded(CAPTURE);
     assert!(expected.len() < CAPTURE.len(), "the capture is padded");
@@ -402,5 +403,28 @@ async fn an_empty_stream_still_carries_the_overloaded_event() {
     assert_eq!(
         names(&events(&r.body)),
         ["message_start", "ping", "message_delta", "message_stop"]
+    );
+}
+
+#[tokio::test]
+async fn padded_streams_are_the_unpadded_stream_plus_spaces() {
+    let body = message(CLAUDE, "pad me", 50, r#""temperature":0,"stream":true"#);
+    let plain = mock(MockConfig::default())
+        .anthropic("/v1/messages", &body)
+        .await
+        .text();
+    let mut config = MockConfig::default();
+    config.anthropic.sse_padding = true;
+    let padded = mock(config).anthropic("/v1/messages", &body).await.text();
+    assert_ne!(padded, plain);
+    assert!(
+        padded.contains("data: {\"type\": \"ping\"}\n"),
+        "ping is never padded"
+    );
+    assert!(padded.contains(" }\n"), "{padded}");
+    assert_eq!(unpadded(&padded), plain);
+    assert_eq!(
+        names(&events(padded.as_bytes())).len(),
+        names(&events(plain.as_bytes())).len()
     );
 }

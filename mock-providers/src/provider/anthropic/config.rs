@@ -61,6 +61,9 @@ pub struct AnthropicConfig {
     /// Round token `remaining` headers to the nearest thousand, as the real API documents
     /// (off by default: exact values keep clients' local views exact).
     pub round_token_remaining: bool,
+    /// Pad SSE data lines as live captures show: 0–15 spaces (seeded) before the final `}`
+    /// of every event but `ping` (still valid JSON; off by default).
+    pub sse_padding: bool,
     /// The models served; each has its own buckets.
     pub models: Vec<AnthropicModelConfig>,
 }
@@ -81,6 +84,7 @@ impl Default for AnthropicConfig {
             otpm_rule: OtpmRule::MaxTokens,
             rpm_interval: None,
             round_token_remaining: false,
+            sse_padding: false,
             models: vec![
                 AnthropicModelConfig::new(
                     "claude-opus-4-5-20251101",

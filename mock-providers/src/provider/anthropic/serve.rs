@@ -529,6 +529,11 @@ async fn messages_inner(
         if drop_after.is_some() {
             stats.faults_dropped.fetch_add(1, Relaxed);
         }
+        let padding = env
+            .state
+            .config()
+            .sse_padding
+            .then(|| fnv1a(message_id.as_bytes()));
         let plan = StreamPlan {
             id: message_id,
             request_id: reply.request_id.clone(),
@@ -542,6 +547,7 @@ async fn messages_inner(
             overloaded,
             drop_after,
             settle: settlement.take(),
+            padding,
         };
         reply
             .h

@@ -13,7 +13,7 @@ use rand::rngs::SmallRng;
 
 use super::config::OverloadedAt;
 use super::wire::{self, Envelope, Stop, Tokens};
-use crate::generation::LatencyModel;
+use crate::generation::{splitmix64, LatencyModel};
 
 /// Called once with the output tokens sent, when the stream ends or is dropped.
 pub type Settle = Box<dyn FnOnce(u64) + Send>;
@@ -44,6 +44,8 @@ pub struct StreamPlan {
     pub drop_after: Option<usize>,
     /// Settles the quota.
     pub settle: Option<Settle>,
+    /// Pad data lines as live captures do (`Some(seed)` of the pad lengths).
+    pub padding: Option<u64>,
 }
 
 impl std::fmt::Debug for StreamPlan {
@@ -184,7 +186,14 @@ impl Events {
 
     fn emit(&mut self, delay: Duration, name: &str, data: &[u8]) -> (Duration, Bytes) {
         self.emitted += 1;
-        (delay, Bytes::from(wire::frame(name, data)))
+        let frame = match self.plan.padding {
+            Some(seed) if name != "ping" => {
+                let pad = splitmix64(seed ^ self.emitted as u64) % 16;
+                wire::frame(name, &wire::padded(data, pad as usize))
+            }
+            _ => wire::frame(name, data),
+        };
+        (delay, Bytes::from(frame))
     }
 }
 

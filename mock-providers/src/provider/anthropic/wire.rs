@@ -311,6 +311,20 @@ pub fn overloaded_event(request_id: &str) -> Vec<u8> {
     })
 }
 
+/// `data` with `spaces` spaces before its final `}` (unchanged when it does not end in `}`).
+pub fn padded(data: &[u8], spaces: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + spaces);
+    match data.split_last() {
+        Some((b'}', head)) => {
+            out.extend_from_slice(head);
+            out.resize(out.len() + spaces, b' ');
+            out.push(b'}');
+        }
+        _ => out.extend_from_slice(data),
+    }
+    out
+}
+
 /// One SSE frame: `event: <name>\ndata: <data>\n\n`.
 pub fn frame(name: &str, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + data.len() + 16);
