@@ -1,7 +1,7 @@
 """The official `anthropic` Python SDK, unchanged, against the mock (only base_url set).
 
 Run (see mock-providers/README.md): start the mock with sdk-checks/anthropic.toml, then
-`python anthropic.py http://127.0.0.1:PORT` in a venv with `pip install anthropic`.
+`python anthropic_sdk_check.py http://127.0.0.1:PORT` in a venv with `pip install anthropic`.
 """
 import sys, time, json, urllib.request, anthropic
 
