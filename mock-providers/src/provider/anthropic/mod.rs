@@ -1,5 +1,6 @@
 //! The Anthropic Messages API mock, whole: configuration ([`config`]), the RPM / ITPM /
-//! OTPM quota engine ([`quota`]), request validation ([`request`]), bodies ([`wire`]), the
+//! OTPM quota engine ([`quota`]), request validation ([`request`]), token counts and the
+//! generated answer ([`answer`]), bodies ([`wire`]), the
 //! SSE stream ([`sse`]), errors ([`errors`]), headers ([`headers`]), per-model state
 //! ([`state`]) and the handlers ([`serve`]). The server mounts the handlers on
 //! `POST /v1/messages`, `POST /v1/messages/count_tokens` and — for requests carrying
@@ -29,6 +30,7 @@
 //! - **Unverified messages** (the mock's wording where no capture exists): invalid JSON,
 //!   a bad `anthropic-version` value, 405, `limit` out of range, type errors.
 
+pub mod answer;
 pub mod config;
 pub mod errors;
 pub mod headers;

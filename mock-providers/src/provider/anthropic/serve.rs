@@ -14,16 +14,16 @@ use axum::response::Response;
 use bytes::Bytes;
 use rand::Rng;
 
+use super::answer::{answer, prompt_tokens, PromptTokens};
 use super::errors::AnthropicError;
 use super::headers::{self as hdr, Ids, Switches};
 use super::quota::{AnthropicCost, AnthropicDecision, AnthropicDimension};
-use super::request::{self, Endpoint, MessagesRequest};
+use super::request::{self, Endpoint};
 use super::sse::{self, StreamPlan};
-use super::state::{AnthropicState, ModelSlot};
-use super::wire::{self, Envelope, Stop, Tokens};
+use super::state::AnthropicState;
+use super::wire::{self, Envelope, Tokens};
 use crate::clock::MockClock;
-use crate::generation::text::{generate_text, FinishReason};
-use crate::generation::{fnv1a, latency_rng, output_rng, rng_for, LatencyModel, OutputTokens};
+use crate::generation::{fnv1a, latency_rng, rng_for, LatencyModel, OutputTokens};
 
 const FAULT_SALT: u64 = 0x616e_7468_6661_756c;
 
@@ -143,23 +143,6 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AnthropicErr
     })
 }
 
-/// Prompt tokens as the mock counts them: 1, plus per part 3 of framing and its text's
-/// tokens. Returns the total and the tokens up to and including the last cache breakpoint
-/// with that prefix's hash (0 and 0 without a breakpoint).
-fn count(slot: &ModelSlot, req: &MessagesRequest) -> (u64, u64, u64) {
-    let encoding = slot.config.encoding;
-    let last_breakpoint = req.parts.iter().rposition(|p| p.breakpoint);
-    let (mut total, mut prefix, mut hash) = (1u64, 0u64, 0u64);
-    for (i, p) in req.parts.iter().enumerate() {
-        total += 3 + u64::from(encoding.count_cached(&p.text));
-        if last_breakpoint.is_some_and(|last| i <= last) {
-            prefix = total;
-            hash = hash.rotate_left(5) ^ fnv1a(p.role.as_bytes()) ^ fnv1a(p.text.as_bytes());
-        }
-    }
-    (total, prefix, hash)
-}
-
 /// `POST /v1/messages/count_tokens`.
 pub async fn count_tokens(
     env: Env,
@@ -192,7 +175,7 @@ fn count_inner(
         Ok(bucket) => {
             hdr::request_limit(env.switches, &bucket, env.unix_at_epoch, now, &mut reply.h);
             slot.stats.count_tokens.fetch_add(1, Relaxed);
-            Ok(count(slot, &req).0)
+            Ok(prompt_tokens(slot.config.encoding, &req).total)
         }
         Err(wait) => {
             let bucket = slot.count_quota.lock().bucket(now);
@@ -274,83 +257,6 @@ pub fn not_found(env: Env, method_not_allowed: Option<&str>) -> Response {
     reply.error(&e)
 }
 
-/// The text of an admitted request: pieces, their token count, and why it stopped.
-struct Answer {
-    pieces: Vec<String>,
-    text: String,
-    tokens: u64,
-    stop: Stop,
-}
-
-fn answer(env: &Env, slot: &ModelSlot, req: &MessagesRequest) -> Answer {
-    let mut rng = if req.deterministic {
-        let hash = req
-            .parts
-            .iter()
-            .fold(0u64, |h, p| h.rotate_left(5) ^ fnv1a(p.text.as_bytes()));
-        rng_for(env.seed, hash)
-    } else {
-        output_rng(env.seed, env.number)
-    };
-    let natural = env.output_tokens.sample(&mut rng);
-    let cap = u32::try_from(req.max_tokens).unwrap_or(u32::MAX);
-    let g = generate_text(slot.config.encoding, natural, Some(cap), &[], &mut rng);
-    let mut stop = match g.finish_reason {
-        FinishReason::Length => Stop::MaxTokens,
-        FinishReason::Stop => Stop::EndTurn,
-    };
-    let mut pieces: Vec<String> = Vec::with_capacity(g.pieces.len());
-    let mut text = String::with_capacity(g.text.len());
-    for (i, piece) in g.pieces.iter().enumerate() {
-        let before = text.len();
-        text.push_str(piece);
-        pieces.push(piece.to_string());
-        let hit = req
-            .stop_sequences
-            .iter()
-            .filter_map(|s| {
-                let from = floor_boundary(&text, before.saturating_sub(s.len()));
-                text[from..].find(s.as_str()).map(|at| (from + at, s))
-            })
-            .min_by_key(|(at, _)| *at);
-        if let Some((at, s)) = hit {
-            // Keep the text before the sequence; the piece that completed it still counts
-            // as generated.
-            text.truncate(at);
-            let mut kept = Vec::with_capacity(pieces.len());
-            let mut len = 0;
-            for p in pieces {
-                if len >= at {
-                    break;
-                }
-                let take = (at - len).min(p.len());
-                kept.push(p[..take].to_owned());
-                len += take;
-            }
-            stop = Stop::Sequence(s.clone());
-            return Answer {
-                pieces: kept,
-                text,
-                tokens: i as u64 + 1,
-                stop,
-            };
-        }
-    }
-    Answer {
-        tokens: u64::from(g.tokens),
-        pieces,
-        text,
-        stop,
-    }
-}
-
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
 /// Settles an admitted request's output tokens once: explicitly, or on drop (the client
 /// went away while the response was being prepared) with `on_drop` tokens.
 struct Settlement {
@@ -418,7 +324,11 @@ async fn messages_inner(
             &slot.config.id,
         ));
     }
-    let (total, prefix, hash) = count(&slot, &req);
+    let PromptTokens {
+        total,
+        prefix,
+        prefix_hash: hash,
+    } = prompt_tokens(slot.config.encoding, &req);
     if total > u64::from(slot.config.context_window) {
         return Err(AnthropicError::prompt_too_long(
             total,
@@ -515,7 +425,13 @@ async fn messages_inner(
     let overloaded = hit_fault(faults.stream_overloaded);
     let dropped = hit_fault(faults.drop_mid_stream);
 
-    let a = answer(&env, &slot, &req);
+    let a = answer(
+        env.seed,
+        env.number,
+        env.output_tokens,
+        slot.config.encoding,
+        &req,
+    );
     tokens.output = a.tokens;
     let mut latency_rng = latency_rng(env.seed, env.number);
     let message_id = reply.ids.message();
