@@ -1,7 +1,9 @@
-//! Mock OpenAI and Azure OpenAI servers that enforce quotas like the real services.
+//! Mock OpenAI, Azure OpenAI and Anthropic servers that enforce quotas like the real services.
 //!
-//! Any OpenAI client (the hub's connectors, the official SDKs, curl) can point at a
-//! [`MockServer`] unchanged. It answers chat completions (plain and SSE, with
+//! Any OpenAI or Anthropic client (the hub's connectors, the official SDKs, curl) can point
+//! at a [`MockServer`] unchanged. The Anthropic Messages API (`/v1/messages`, count_tokens,
+//! the model list) lives whole in [`provider::anthropic`]; what follows describes the OpenAI
+//! dialect. It answers chat completions (plain and SSE, with
 //! `stream_options.include_usage`), legacy completions, embeddings (float or base64) and the
 //! model list, on OpenAI's paths (`/v1/...`) and Azure's
 //! (`/openai/deployments/{deployment}/...?api-version=...`), and throttles with the real
@@ -13,6 +15,7 @@
 //! - [`generation`]: seeded pure sampling of text, output length and latency.
 //! - [`config`]: [`MockConfig`], one TOML file or plain structs.
 //! - [`server`]: the axum routes ([`app`]); [`MockServer`] binds and serves them.
+//! - [`provider`]: providers with their own dialect, one folder each (Anthropic).
 //! - [`clock`]: the injected clock; only the server reads it.
 //!
 //! # Decisions (where the providers leave room)
@@ -70,6 +73,7 @@
 pub mod clock;
 pub mod config;
 pub mod generation;
+pub mod provider;
 pub mod quota;
 pub mod server;
 pub mod units;
@@ -162,7 +166,7 @@ pub struct MockHandle {
 
 impl MockHandle {
     /// `http://127.0.0.1:PORT` (no trailing slash; OpenAI routes are under `/v1`, Azure
-    /// routes under `/openai`).
+    /// routes under `/openai`, Anthropic's under `/v1/messages` and `/v1/models`).
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -1,4 +1,4 @@
-//! `mock-providers`: serve the OpenAI and Azure OpenAI mocks until interrupted.
+//! `mock-providers`: serve the OpenAI, Azure OpenAI and Anthropic mocks until interrupted.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mock_providers::{MockConfig, MockServer};
 
-/// Mock OpenAI and Azure OpenAI servers that enforce quotas like the real services.
+/// Mock OpenAI, Azure OpenAI and Anthropic servers that enforce quotas like the real services.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {

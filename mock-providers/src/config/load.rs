@@ -118,6 +118,14 @@ impl MockConfig {
                 return Err(Problem("models", Some(i), "faults", p));
             }
         }
+        if let Some((index, key, message)) = self.anthropic.problem() {
+            let table = if index.is_some() {
+                "anthropic.models"
+            } else {
+                "anthropic"
+            };
+            return Err(Problem(table, index, key, message));
+        }
         let mut names = HashSet::new();
         for (i, d) in self.deployments.iter().enumerate() {
             if d.name.is_empty() || !names.insert(d.name.as_str()) {

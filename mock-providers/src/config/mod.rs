@@ -16,6 +16,7 @@ pub use load::ConfigError;
 
 use crate::generation::tokenizer::Encoding;
 use crate::generation::{LatencyConfig, OutputTokens};
+use crate::provider::anthropic::AnthropicConfig;
 use crate::quota::{AzureLimits, OpenAiLimits, Replenish};
 use crate::units::de_duration;
 
@@ -45,13 +46,16 @@ pub struct MockConfig {
     /// Keys accepted by the Azure routes (`api-key` or `Authorization: Bearer`); empty =
     /// any non-empty key.
     pub azure_keys: Vec<String>,
+    /// The Anthropic Messages API mock (`[anthropic]`, models in `[[anthropic.models]]`).
+    pub anthropic: AnthropicConfig,
 }
 
 impl Default for MockConfig {
     /// Starts and serves with no file: organization `org-mock` accepting any non-empty key;
     /// models gpt-4o-mini and gpt-4o (o200k_base), gpt-3.5-turbo and gpt-4 (cl100k_base),
     /// text-embedding-3-small; Azure deployments `gpt-4o-mini` and `text-embedding-3-small`;
-    /// generous quotas; zero-latency mode; seed 0; bodies up to 8 MiB.
+    /// Anthropic's [`AnthropicConfig::default`]; generous quotas; zero-latency mode; seed 0;
+    /// bodies up to 8 MiB.
     fn default() -> Self {
         Self {
             seed: 0,
@@ -77,6 +81,7 @@ impl Default for MockConfig {
                 ),
             ],
             azure_keys: Vec::new(),
+            anthropic: AnthropicConfig::default(),
         }
     }
 }

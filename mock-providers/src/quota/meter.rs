@@ -19,12 +19,16 @@ use crate::units::Nanos;
 /// exceeds the limit).
 pub type Wait = Option<Duration>;
 
-/// A continuously refilled token bucket: capacity `limit`, refilled at `limit` per `period`.
+/// A continuously refilled token bucket: capacity `limit` (or a smaller burst capacity,
+/// [`Self::with_capacity`]), refilled at `limit` per `period`.
 ///
-/// Over any interval of length `t` it admits at most `limit + limit·t/period` units.
+/// Over any interval of length `t` it admits at most `capacity + limit·t/period` units.
+/// Charges may overdraw it ([`Self::charge`] after the fact, as Anthropic counts output
+/// tokens as they are generated): the debt is repaid by the refill before anything else fits.
 #[derive(Debug, Clone)]
 pub struct ContinuousMeter {
     limit: u64,
+    capacity: u64,
     period: u128,
     /// Time at which the bucket is full again, in units of nanoseconds × `limit`, so every
     /// charge (`cost × period`) is exact in integers.
@@ -34,8 +38,16 @@ pub struct ContinuousMeter {
 impl ContinuousMeter {
     /// A full bucket of `limit` units refilled at `limit` per `period`.
     pub fn new(limit: u64, period: Duration) -> Self {
+        Self::with_capacity(limit, period, limit)
+    }
+
+    /// A full bucket of `capacity` units (at most `limit`) refilled at `limit` per `period`:
+    /// the rate of [`Self::new`] with a smaller burst, e.g. 60 per minute enforced as 1 per
+    /// second (`with_capacity(60, 60 s, 1)`).
+    pub fn with_capacity(limit: u64, period: Duration, capacity: u64) -> Self {
         Self {
             limit,
+            capacity: capacity.min(limit),
             period: period.as_nanos().max(1),
             full_at_scaled: 0,
         }
@@ -47,23 +59,29 @@ impl ContinuousMeter {
             .saturating_sub(u128::from(now) * u128::from(self.limit))
     }
 
-    /// The configured capacity, in units.
+    /// The configured rate, in units per period (also the capacity of [`Self::new`]).
     pub fn limit(&self) -> u64 {
         self.limit
     }
 
-    /// Units in use at `now` (the deficit rounded up): `limit - used` are available.
-    pub fn used(&self, now: Nanos) -> u64 {
-        let used = self.deficit(now).div_ceil(self.period);
-        u64::try_from(used).unwrap_or(u64::MAX).min(self.limit)
+    /// The burst capacity, in units (`limit` unless [`Self::with_capacity`] lowered it).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
-    /// Time until `cost` more units fit.
+    /// Units in use at `now` (the deficit rounded up, at most the capacity): `capacity -
+    /// used` are available.
+    pub fn used(&self, now: Nanos) -> u64 {
+        let used = self.deficit(now).div_ceil(self.period);
+        u64::try_from(used).unwrap_or(u64::MAX).min(self.capacity)
+    }
+
+    /// Time until `cost` more units fit (`None` when `cost` exceeds the capacity).
     pub fn wait(&self, now: Nanos, cost: u64) -> Wait {
-        if cost > self.limit {
+        if cost > self.capacity {
             return None;
         }
-        let allowed = u128::from(self.limit - cost) * self.period;
+        let allowed = u128::from(self.capacity - cost) * self.period;
         let excess = self.deficit(now).saturating_sub(allowed);
         Some(scaled_to_duration(
             excess.div_ceil(u128::from(self.limit.max(1))),
@@ -74,6 +92,16 @@ impl ContinuousMeter {
     pub fn charge(&mut self, now: Nanos, cost: u64) {
         let now_scaled = u128::from(now) * u128::from(self.limit);
         self.full_at_scaled = self.full_at_scaled.max(now_scaled) + u128::from(cost) * self.period;
+    }
+
+    /// Gives back `amount` units charged earlier (an estimate reconciled to actual use),
+    /// never filling the bucket past full.
+    pub fn refund(&mut self, now: Nanos, amount: u64) {
+        let now_scaled = u128::from(now) * u128::from(self.limit);
+        self.full_at_scaled = self
+            .full_at_scaled
+            .saturating_sub(u128::from(amount) * self.period)
+            .max(now_scaled);
     }
 
     /// Time until the bucket is full again.
@@ -286,6 +314,35 @@ mod tests {
         m.charge(0, 1);
         assert_eq!(m.time_to_reset(0), Duration::from_secs(1));
         assert_eq!(m.used(0), 1);
+    }
+
+    #[test]
+    fn smaller_capacity_keeps_the_rate_and_cuts_the_burst() {
+        // 60 per minute enforced as 1 per second.
+        let mut m = ContinuousMeter::with_capacity(60, MIN, 1);
+        assert_eq!((m.limit(), m.capacity()), (60, 1));
+        assert_eq!(m.wait(0, 1), Some(Duration::ZERO));
+        m.charge(0, 1);
+        assert_eq!(m.used(0), 1);
+        assert_eq!(m.wait(0, 1), Some(Duration::from_secs(1)));
+        assert_eq!(m.wait(S - 1, 1), Some(Duration::from_nanos(1)));
+        assert_eq!(m.wait(0, 2), None, "more than the burst never fits");
+        assert_eq!(m.time_to_reset(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn overdraw_is_repaid_before_anything_fits_and_refunds_stop_at_full() {
+        let mut m = ContinuousMeter::new(100, MIN);
+        m.charge(0, 150); // counted after the fact: 50 units of debt
+        assert_eq!(m.used(0), 100);
+        assert_eq!(m.wait(0, 1), Some(Duration::from_millis(30_600)));
+        m.refund(0, 100);
+        assert_eq!(m.used(0), 50);
+        m.refund(0, 1_000);
+        assert_eq!(m.used(0), 0);
+        assert_eq!(m.wait(0, 100), Some(Duration::ZERO), "never past full");
+        m.charge(0, 100);
+        assert_eq!(m.wait(0, 1), Some(Duration::from_millis(600)));
     }
 
     #[test]

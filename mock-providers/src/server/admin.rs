@@ -11,6 +11,9 @@ use super::state::MockState;
 /// `{"requests_total":N,"keys":{"openai/org-mock/gpt-4o":{…},"azure/dep":{…}}}` with, per
 /// key: `admitted`, `throttled` by dimension, `tokens_charged` (admission estimates),
 /// `tokens_used` (actual usage), `faults` by kind, and the quota's `remaining` now.
+/// Anthropic models appear as `anthropic/{model}` with their own counters
+/// ([`crate::provider::anthropic::state::AnthropicStats`]) and `remaining` requests, input
+/// and output tokens.
 pub fn stats_json(state: &MockState) -> Vec<u8> {
     let now = state.clock().now();
     let mut keys = Map::new();
@@ -40,6 +43,26 @@ pub fn stats_json(state: &MockState) -> Vec<u8> {
                     "tokens": q.remaining_tokens,
                 },
             }),
+        );
+    }
+    for slot in state.anthropic().slots() {
+        let q = slot.quota.lock().snapshot(now);
+        let mut entry = Map::new();
+        entry.insert("provider".into(), json!("anthropic"));
+        for (name, counter) in slot.stats.fields() {
+            entry.insert(name.into(), json!(counter.load(Relaxed)));
+        }
+        entry.insert(
+            "remaining".into(),
+            json!({
+                "requests": q.requests.remaining,
+                "input_tokens": q.input.remaining,
+                "output_tokens": q.output.remaining,
+            }),
+        );
+        keys.insert(
+            format!("anthropic/{}", slot.config.id),
+            Value::Object(entry),
         );
     }
     let body = json!({
@@ -125,7 +148,51 @@ pub fn metrics_text(state: &MockState) -> String {
             );
         }
     }
+    anthropic_metrics(state, now, &mut out);
     out
+}
+
+/// The Anthropic models' counters (`mock_anthropic_*_total{model=…}`) and remaining
+/// gauges (`mock_anthropic_remaining{model=…,dimension=…}`).
+fn anthropic_metrics(state: &MockState, now: u64, out: &mut String) {
+    let slots = state.anthropic().slots();
+    let Some(first) = slots.first() else {
+        return;
+    };
+    for (i, (name, _)) in first.stats.fields().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "# HELP mock_anthropic_{name}_total Anthropic mock counter {name}."
+        );
+        let _ = writeln!(out, "# TYPE mock_anthropic_{name}_total counter");
+        for slot in slots {
+            let value = slot.stats.fields()[i].1.load(Relaxed);
+            let model = escape(&slot.config.id);
+            let _ = writeln!(
+                out,
+                "mock_anthropic_{name}_total{{model=\"{model}\"}} {value}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mock_anthropic_remaining Units the Anthropic quota would still admit now."
+    );
+    let _ = writeln!(out, "# TYPE mock_anthropic_remaining gauge");
+    for slot in slots {
+        let q = slot.quota.lock().snapshot(now);
+        let model = escape(&slot.config.id);
+        for (dimension, v) in [
+            ("requests", q.requests.remaining),
+            ("input_tokens", q.input.remaining),
+            ("output_tokens", q.output.remaining),
+        ] {
+            let _ = writeln!(
+                out,
+                "mock_anthropic_remaining{{model=\"{model}\",dimension=\"{dimension}\"}} {v}"
+            );
+        }
+    }
 }
 
 /// Label-value escaping of the Prometheus text format.

@@ -1,6 +1,8 @@
 //! The HTTP surface: OpenAI routes under `/v1`, Azure routes under `/openai/deployments`,
-//! admin routes under `/_mock` and `/metrics`; unknown paths and wrong methods get the
-//! provider's own 404/405 JSON.
+//! Anthropic's under `/v1/messages` (and `/v1/models` for requests carrying
+//! `anthropic-version` or `x-api-key`; handlers in [`crate::provider::anthropic`]), admin
+//! routes under `/_mock` and `/metrics`; unknown paths and wrong methods get the provider's
+//! own 404/405 JSON.
 
 mod admin;
 mod answer;
@@ -21,6 +23,15 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use std::sync::atomic::Ordering;
+
+/// The Anthropic handlers and what they need.
+mod anthropic {
+    pub use crate::provider::anthropic::headers::Switches;
+    pub use crate::provider::anthropic::serve::{
+        count_tokens, get_model, is_anthropic, list_models, messages, not_found, Env,
+    };
+}
 
 pub use state::{KeyStats, MockState, Slot};
 
@@ -35,6 +46,8 @@ pub fn app(state: MockState) -> Router {
         .route("/v1/chat/completions", post(openai_chat))
         .route("/v1/completions", post(openai_completion))
         .route("/v1/embeddings", post(openai_embedding))
+        .route("/v1/messages", post(anthropic_messages))
+        .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
         .route("/openai/models", get(azure_models))
@@ -151,7 +164,41 @@ fn error(e: ApiError) -> Response {
     json(e.status, e.body.into_bytes())
 }
 
-async fn list_models(State(s): State<MockState>, h: HeaderMap) -> Response {
+/// What the Anthropic handlers need from the server, for the next request.
+fn anthropic_env(s: &MockState) -> anthropic::Env {
+    let inner = &*s.0;
+    let c = &inner.config;
+    anthropic::Env {
+        state: inner.anthropic.clone(),
+        clock: inner.clock.clone(),
+        unix_at_epoch: inner.unix_at_epoch,
+        seed: c.seed,
+        number: inner.requests.fetch_add(1, Ordering::Relaxed),
+        latency: inner.latency,
+        output_tokens: c.output_tokens,
+        switches: anthropic::Switches {
+            rate_limit: c.headers.rate_limit,
+            retry_after: c.headers.retry_after,
+            request_id: c.headers.request_id,
+            round_token_remaining: c.anthropic.round_token_remaining,
+        },
+    }
+}
+
+async fn anthropic_messages(State(s): State<MockState>, r: Request) -> Response {
+    let (h, body) = headers_and_body(r).await;
+    anthropic::messages(anthropic_env(&s), &h, body).await
+}
+
+async fn anthropic_count_tokens(State(s): State<MockState>, r: Request) -> Response {
+    let (h, body) = headers_and_body(r).await;
+    anthropic::count_tokens(anthropic_env(&s), &h, body).await
+}
+
+async fn list_models(State(s): State<MockState>, RawQuery(q): RawQuery, h: HeaderMap) -> Response {
+    if anthropic::is_anthropic(&h) {
+        return anthropic::list_models(anthropic_env(&s), &h, q.as_deref());
+    }
     match auth::openai(&s.0, &h) {
         Ok(_) => json(StatusCode::OK, respond::model_list(&s.config().models)),
         Err(e) => error(e),
@@ -159,6 +206,9 @@ async fn list_models(State(s): State<MockState>, h: HeaderMap) -> Response {
 }
 
 async fn get_model(State(s): State<MockState>, Path(id): Path<String>, h: HeaderMap) -> Response {
+    if anthropic::is_anthropic(&h) {
+        return anthropic::get_model(anthropic_env(&s), &h, &id);
+    }
     if let Err(e) = auth::openai(&s.0, &h) {
         return error(e);
     }
@@ -209,7 +259,15 @@ fn flavor_of(uri: &Uri) -> Flavor {
     }
 }
 
-async fn not_found(method: Method, uri: Uri) -> Response {
+/// Whether an unmatched request gets Anthropic's error shape.
+fn speaks_anthropic(uri: &Uri, h: &HeaderMap) -> bool {
+    uri.path().starts_with("/v1/messages") || anthropic::is_anthropic(h)
+}
+
+async fn not_found(State(s): State<MockState>, method: Method, uri: Uri, h: HeaderMap) -> Response {
+    if speaks_anthropic(&uri, &h) {
+        return anthropic::not_found(anthropic_env(&s), None);
+    }
     error(ApiError::not_found(
         flavor_of(&uri),
         method.as_str(),
@@ -217,6 +275,14 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     ))
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+async fn method_not_allowed(
+    State(s): State<MockState>,
+    method: Method,
+    uri: Uri,
+    h: HeaderMap,
+) -> Response {
+    if speaks_anthropic(&uri, &h) {
+        return anthropic::not_found(anthropic_env(&s), Some(method.as_str()));
+    }
     error(ApiError::method_not_allowed(method.as_str(), uri.path()))
 }

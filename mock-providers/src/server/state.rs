@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use crate::clock::{MockClock, SystemClock};
 use crate::config::{ConfigError, DeploymentConfig, MockConfig, ModelConfig};
 use crate::generation::{fnv1a, LatencyModel};
+use crate::provider::anthropic::AnthropicState;
 use crate::quota::{AzureQuota, OpenAiQuota, QuotaEngine};
 use crate::units::NANOS_PER_SEC;
 
@@ -98,6 +99,8 @@ pub(crate) struct Inner {
     pub fingerprints: Vec<String>,
     /// Requests received (numbers each request for seeding and ids).
     pub requests: AtomicU64,
+    /// The Anthropic mock's models, buckets, caches and counters.
+    pub anthropic: AnthropicState,
 }
 
 impl MockState {
@@ -147,6 +150,7 @@ impl MockState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let unix_at_epoch = wall.saturating_sub(clock.now() / NANOS_PER_SEC);
+        let anthropic = AnthropicState::new(&config.anthropic);
         Ok(Self(Arc::new(Inner {
             latency: LatencyModel::new(&config.latency),
             config,
@@ -159,6 +163,7 @@ impl MockState {
             slots,
             fingerprints,
             requests: AtomicU64::new(0),
+            anthropic,
         })))
     }
 
@@ -177,12 +182,24 @@ impl MockState {
         &self.0.slots
     }
 
-    /// Back to full quota and zero counters on every key (`POST /_mock/reset`).
+    /// Back to full quota and zero counters on every key (`POST /_mock/reset`), Anthropic
+    /// models included (their prompt caches emptied too).
     pub fn reset(&self) {
         for s in &self.0.slots {
             s.quota.lock().reset();
             s.stats.clear();
         }
+        self.0.anthropic.reset();
+    }
+
+    /// The Anthropic mock's state (per-model buckets and counters).
+    pub fn anthropic(&self) -> &AnthropicState {
+        &self.0.anthropic
+    }
+
+    /// Unix seconds at the quota clock's epoch (what RFC 3339 reset headers add `now` to).
+    pub fn unix_at_epoch(&self) -> u64 {
+        self.0.unix_at_epoch
     }
 
     /// Loads the tokenizers the configured models use, so the first request does not pay

@@ -123,3 +123,38 @@ pub fn chat(model: &str, content: &str, extra: &str) -> String {
     };
     format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":{content}}}]{extra}}}"#)
 }
+
+/// Anthropic's key and version headers.
+pub const ANTHROPIC: [(&str, &str); 2] = [
+    ("x-api-key", "sk-ant-test-0001"),
+    ("anthropic-version", "2023-06-01"),
+];
+
+/// The default config's Anthropic model used by the tests.
+pub const CLAUDE: &str = "claude-sonnet-4-5-20250929";
+
+/// A Messages body for `model` with one user message and `max_tokens`.
+pub fn message(model: &str, content: &str, max_tokens: u64, extra: &str) -> String {
+    let content = serde_json::to_string(content).expect("string");
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(",{extra}")
+    };
+    format!(
+        r#"{{"model":"{model}","max_tokens":{max_tokens},"messages":[{{"role":"user","content":{content}}}]{extra}}}"#
+    )
+}
+
+impl Mock {
+    /// The quota clock's now.
+    pub fn clock_now(&self) -> u64 {
+        use mock_providers::clock::MockClock;
+        self.clock.now()
+    }
+
+    /// POSTs `body` to an Anthropic route with the key and version headers.
+    pub async fn anthropic(&self, uri: &str, body: &str) -> Reply {
+        self.call("POST", uri, &ANTHROPIC, body).await
+    }
+}
