@@ -210,6 +210,7 @@ fn a_fixed_window_posing_as_a_sliding_log_is_caught_with_a_minimal_counterexampl
             .dimensions()
             .unwrap(),
         accounting: Default::default(),
+        charge_at: Default::default(),
     };
     let err = run(&limiter, &clock, &subject, &Options::default()).expect_err("caught");
     let c = err.counterexample().unwrap();

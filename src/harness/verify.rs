@@ -143,8 +143,8 @@ pub fn time_scale(scenario: &Scenario) -> Result<u32, ConfigError> {
 
 /// `config` with every window divided by `factor` (rounded down to whole µs, at least
 /// 1 µs) and the same amounts and bursts: resolved dimensions are written back as one
-/// requests and one tokens window (headroom 1, the same burst fraction), so a limit with
-/// two request (or two token) dimensions cannot be compressed.
+/// window per unit — requests, tokens, input tokens, output tokens — (headroom 1, the same
+/// burst fraction), so a limit with two dimensions of one unit cannot be compressed.
 pub fn compress(config: &RateLimitConfig, factor: u32) -> Result<RateLimitConfig, ConfigError> {
     let dims = config.dimensions()?;
     let mut limits = Limits::default();
@@ -165,13 +165,15 @@ pub fn compress(config: &RateLimitConfig, factor: u32) -> Result<RateLimitConfig
         let slot = match d.kind.unit() {
             Unit::Requests => &mut limits.requests,
             Unit::Tokens => &mut limits.tokens,
+            Unit::InputTokens => &mut limits.input_tokens,
+            Unit::OutputTokens => &mut limits.output_tokens,
         };
         if slot.is_some() {
             return Err(ConfigError::Invalid {
                 field: "limits",
                 value: format!("{} and another {:?} dimension", d.kind, d.kind.unit()),
-                reason: "time compression (hub verify --backend redis) takes one requests and \
-                         one tokens dimension; use --time-scale 1",
+                reason: "time compression (hub verify --backend redis) takes one dimension per \
+                         unit (requests, tokens, input tokens, output tokens); use --time-scale 1",
             });
         }
         *slot = rate;

@@ -1,5 +1,5 @@
-//! Several dimensions of one key admitted all-or-nothing: RPM + TPM (OpenAI), requests per
-//! 10 s + TPM (Azure), plus an optional concurrency limit.
+//! Several dimensions of one key admitted all-or-nothing: requests and tokens per window,
+//! total tokens or input and output tokens apart, plus an optional concurrency limit.
 //!
 //! Admission checks every dimension first and commits to all of them only when all admit,
 //! so a refusal on one dimension consumes nothing on the others. The refusal reports the
@@ -154,11 +154,7 @@ impl MultiLimit {
     /// raises): the local view is never more permissive than the server's.
     pub fn apply_server_view(&mut self, now: Nanos, meta: &ResponseMeta) {
         for (limit, state) in &mut self.rates {
-            let remaining = match limit.kind.unit() {
-                Unit::Requests => meta.remaining_requests,
-                Unit::Tokens => meta.remaining_tokens,
-            };
-            if let Some(r) = remaining {
+            if let Some(r) = meta.remaining_in(limit.kind.unit()) {
                 state.clamp_remaining(now, r);
             }
         }

@@ -200,6 +200,14 @@ fn describe_limit(cfg: &RateLimitConfig, s: &Scenario) -> String {
             RateLimitType::RequestsPer(w) => format!("{} requests/{}", d.amount, secs(w)),
             RateLimitType::TokensPerMinute => format!("{} TPM", d.amount),
             RateLimitType::TokensPer(w) => format!("{} tokens/{}", d.amount, secs(w)),
+            RateLimitType::InputTokensPerMinute => format!("{} ITPM", d.amount),
+            RateLimitType::InputTokensPer(w) => {
+                format!("{} input tokens/{}", d.amount, secs(w))
+            }
+            RateLimitType::OutputTokensPerMinute => format!("{} OTPM", d.amount),
+            RateLimitType::OutputTokensPer(w) => {
+                format!("{} output tokens/{}", d.amount, secs(w))
+            }
             RateLimitType::Concurrent => format!("{} concurrent", d.amount),
         };
         if d.kind == RateLimitType::Concurrent || d.burst == d.amount {

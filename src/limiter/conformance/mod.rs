@@ -62,7 +62,7 @@ use rand::SeedableRng;
 use crate::clock::{ManualClock, Nanos};
 
 use super::config::{
-    ConfigError, Limit, RateLimitConfig, RateLimitType, Strategy, TokenAccounting,
+    ChargeAt, ConfigError, Limit, RateLimitConfig, RateLimitType, Strategy, TokenAccounting,
 };
 use super::{Cost, LimitKey, RateLimiter};
 
@@ -236,6 +236,9 @@ pub struct Subject {
     pub limits: Vec<Limit>,
     /// How `record_usage` reconciles (which refunds the bound nets out).
     pub accounting: TokenAccounting,
+    /// When each token unit is charged ([`RateLimitConfig::charge_at`]): what an admission
+    /// charges is the estimate shaped by [`ChargeAt::admission_cost`].
+    pub charge_at: ChargeAt,
 }
 
 impl Subject {
@@ -246,7 +249,13 @@ impl Subject {
             strategy: config.strategy,
             limits: config.dimensions()?,
             accounting: config.accounting,
+            charge_at: config.charge_at,
         })
+    }
+
+    /// What admitting `estimate` charges under this subject's `charge_at`.
+    pub fn charged(&self, estimate: Cost) -> Cost {
+        self.charge_at.admission_cost(estimate)
     }
 
     /// The rate dimensions (every limit but `Concurrent`).

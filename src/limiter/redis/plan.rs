@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::limiter::backoff::RetryPolicy;
 use crate::limiter::config::{
-    ConfigError, Limit, RateLimitConfig, RateLimitType, Strategy, TokenAccounting,
+    ChargeAt, ConfigError, Limit, RateLimitConfig, RateLimitType, Strategy, TokenAccounting,
 };
 use crate::limiter::{Cost, Denial, LimitKey};
 
@@ -59,6 +59,10 @@ fn kind_label(kind: RateLimitType) -> String {
         RateLimitType::RequestsPer(w) => format!("req{}", w.as_micros()),
         RateLimitType::TokensPerMinute => "tpm".into(),
         RateLimitType::TokensPer(w) => format!("tok{}", w.as_micros()),
+        RateLimitType::InputTokensPerMinute => "itpm".into(),
+        RateLimitType::InputTokensPer(w) => format!("itok{}", w.as_micros()),
+        RateLimitType::OutputTokensPerMinute => "otpm".into(),
+        RateLimitType::OutputTokensPer(w) => format!("otok{}", w.as_micros()),
         RateLimitType::Concurrent => "conc".into(),
     }
 }
@@ -96,6 +100,8 @@ pub(crate) struct KeyPlan {
     pub dims: Vec<DimPlan>,
     /// Reconciliation rule of the key.
     pub accounting: TokenAccounting,
+    /// When each token unit is charged (applied to estimates before admission).
+    pub charge_at: ChargeAt,
     /// Longest `acquire` wait; `None` = unbounded.
     pub max_wait: Option<Duration>,
     /// Most local `acquire` waiters.
@@ -198,6 +204,7 @@ impl KeyPlan {
             plan,
             dims,
             accounting: cfg.accounting,
+            charge_at: cfg.charge_at,
             max_wait: cfg.max_wait,
             max_waiters: cfg.max_waiters,
             pause_jitter: cfg.pause_jitter,
