@@ -59,7 +59,8 @@ pub fn options(scenario: &Scenario, cases: u32, seed: u64) -> Options {
     let workload = (0..WORKLOAD_SAMPLE)
         .map(|i| {
             let shape = scenario.workload.shape(seed, i);
-            Cost::request(shape.prompt_tokens + shape.max_tokens)
+            // Split as the admission estimate is: the prompt (input) and `max_tokens` (output).
+            Cost::request(0).with_split(shape.prompt_tokens, shape.max_tokens)
         })
         .collect();
     Options {
@@ -274,8 +275,18 @@ pub fn render(o: &VerifyOutcome) -> String {
     match &o.counterexample {
         None => {
             let r = &o.report;
+            let by: Vec<String> = r
+                .refused_by
+                .iter()
+                .map(|(d, n)| format!("{n} by {d}"))
+                .collect();
+            let by = if by.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", by.join(", "))
+            };
             format!(
-                "{}: {} traces, {} steps: {} admitted, {} refused, {} exact-wait probes, {} \
+                "{}: {} traces, {} steps: {} admitted, {} refused{by}, {} exact-wait probes, {} \
                  reconciled, {} queued, {} with the clock back: every property holds",
                 o.limiter,
                 r.traces,

@@ -724,4 +724,119 @@ mod tests {
         assert_eq!(rpm(&LimitKey::new("p", "m").with_deployment("d")), Some(4));
         assert_eq!(rpm(&LimitKey::new("p", "m").with_deployment("e")), Some(3));
     }
+
+    #[test]
+    fn input_and_output_token_limits_resolve_next_to_requests_and_tokens() {
+        let cfg = RateLimitConfig::from_toml(
+            "limits = { rpm = 50, tpm = 90000, itpm = 30000, otpm = 8000, \
+             input_tokens = \"500/1s\", output_tokens = \"100/1s\" }\nheadroom = 0.5",
+        )
+        .unwrap();
+        let kinds: Vec<(RateLimitType, u64)> = cfg
+            .dimensions()
+            .unwrap()
+            .iter()
+            .map(|d| (d.kind, d.amount))
+            .collect();
+        let s = Duration::from_secs(1);
+        assert_eq!(
+            kinds,
+            [
+                (RateLimitType::RequestsPerMinute, 25),
+                (RateLimitType::TokensPerMinute, 45000),
+                (RateLimitType::InputTokensPerMinute, 15000),
+                (RateLimitType::InputTokensPer(s), 250),
+                (RateLimitType::OutputTokensPerMinute, 4000),
+                (RateLimitType::OutputTokensPer(s), 50),
+            ]
+        );
+        assert_eq!(kinds[2].0.unit(), Unit::InputTokens);
+        assert_eq!(kinds[4].0.unit(), Unit::OutputTokens);
+        assert_eq!(kinds[4].0.window(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            RateLimitType::OutputTokensPerMinute.to_string(),
+            "output tokens per minute (OTPM)"
+        );
+        let e = RateLimitConfig::from_toml("limits = { otpm = 1 }\nheadroom = 0.5").unwrap_err();
+        assert!(e.to_string().contains("`otpm`"), "{e}");
+        let e = RateLimitConfig::from_toml("limits = { itpm = -3 }").unwrap_err();
+        assert!(e.to_string().contains("itpm"), "{e}");
+    }
+
+    #[test]
+    fn each_dimension_counts_its_part_and_an_unknown_split_counts_the_total() {
+        let c = Cost::request(0).with_split(30, 70);
+        assert_eq!((c.requests, c.tokens), (1, 100));
+        assert_eq!(RateLimitType::InputTokensPerMinute.cost_of(c), 30);
+        assert_eq!(RateLimitType::OutputTokensPerMinute.cost_of(c), 70);
+        assert_eq!(RateLimitType::TokensPerMinute.cost_of(c), 100);
+        assert_eq!(RateLimitType::RequestsPerMinute.cost_of(c), 1);
+        let unknown = Cost::request(100);
+        assert_eq!(RateLimitType::InputTokensPerMinute.cost_of(unknown), 100);
+        assert_eq!(RateLimitType::OutputTokensPerMinute.cost_of(unknown), 100);
+        assert!(Cost::ZERO.is_zero() && Cost::ZERO.with_split(0, 0).is_zero());
+        assert!(!Cost::ZERO.with_split(0, 1).is_zero());
+    }
+
+    #[test]
+    fn reconciliation_refunds_or_charges_each_part_to_actual() {
+        use TokenAccounting::*;
+        let est = Cost::request(0).with_split(100, 500);
+        let actual = Cost::request(0).with_split(120, 80);
+        let all = ChargeAt::default();
+        assert_eq!(
+            Actual.reconcile_units(all, est, actual),
+            Refund {
+                requests: 0,
+                tokens: 400,
+                input_tokens: -20,
+                output_tokens: 420
+            }
+        );
+        assert_eq!(Actual.reconcile(est, actual), (0, 400));
+        assert!(Estimate.reconcile_units(all, est, actual).is_zero());
+        // Actual usage without a split: both parts count the total (never more permissive).
+        let r = Actual.reconcile_units(all, est, Cost::request(200));
+        assert_eq!((r.input_tokens, r.output_tokens), (-100, 300));
+        // Nothing charged at admission: everything reported is charged, per part.
+        let r = Estimate.reconcile_units(all, Cost::ZERO, actual);
+        assert_eq!(
+            (r.tokens, r.input_tokens, r.output_tokens),
+            (-200, -120, -80)
+        );
+    }
+
+    #[test]
+    fn output_charged_at_usage_is_free_at_admission_and_charged_in_full_after() {
+        use TokenAccounting::*;
+        let cfg = RateLimitConfig::from_toml(
+            "limits = { otpm = 600 }\ncharge_at = { output = \"usage\" }",
+        )
+        .unwrap();
+        let at = cfg.charge_at;
+        assert_eq!(at.of(Unit::OutputTokens), ChargeTime::Usage);
+        assert_eq!(at.of(Unit::InputTokens), ChargeTime::Admission);
+        let est = Cost::request(0).with_split(100, 500);
+        let charged = at.admission_cost(est);
+        assert_eq!(
+            (charged.input(), charged.output(), charged.tokens),
+            (100, 0, 600)
+        );
+        assert_eq!(at.admission_cost(charged), charged, "idempotent");
+        // An unknown split keeps its total on input, charged at admission.
+        let c = at.admission_cost(Cost::request(40));
+        assert_eq!((c.input(), c.output(), c.tokens), (40, 0, 40));
+        let actual = Cost::request(0).with_split(100, 70);
+        for rule in [Actual, Estimate] {
+            let r = rule.reconcile_units(at, charged, actual);
+            assert_eq!(
+                r.output_tokens, -70,
+                "{rule:?}: the output is charged as used"
+            );
+        }
+        assert_eq!(Actual.reconcile_units(at, charged, actual).input_tokens, 0);
+        assert_eq!(Estimate.reconcile_units(at, charged, actual).tokens, 0);
+        assert!(RateLimitConfig::from_toml("charge_at = { outptu = \"usage\" }").is_err());
+        assert!(RateLimitConfig::from_toml("charge_at = { output = \"later\" }").is_err());
+    }
 }

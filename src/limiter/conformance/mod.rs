@@ -337,9 +337,20 @@ pub struct Report {
     pub queued: u64,
     /// Steps run with the clock behind the latest time seen.
     pub backwards: u64,
+    /// `Wait` refusals per refusing dimension, in the order first seen: shows each
+    /// dimension (requests, tokens, input tokens, output tokens) had its turn to refuse.
+    pub refused_by: Vec<(RateLimitType, u64)>,
 }
 
 impl Report {
+    /// `Wait` refusals by `dimension` (0 when it never refused).
+    pub fn refused_on(&self, dimension: RateLimitType) -> u64 {
+        self.refused_by
+            .iter()
+            .find(|(d, _)| *d == dimension)
+            .map_or(0, |&(_, n)| n)
+    }
+
     fn add(&mut self, t: &Tally) {
         self.traces += 1;
         self.steps += t.steps;
@@ -349,6 +360,12 @@ impl Report {
         self.reconciled += t.reconciled;
         self.queued += t.queued;
         self.backwards += t.backwards;
+        for &(dimension, n) in &t.refused_by {
+            match self.refused_by.iter_mut().find(|(d, _)| *d == dimension) {
+                Some((_, count)) => *count += n,
+                None => self.refused_by.push((dimension, n)),
+            }
+        }
     }
 }
 

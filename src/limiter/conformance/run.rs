@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use crate::clock::{Clock, ManualClock, Nanos};
 
-use super::super::config::{Strategy, Unit};
+use super::super::config::{RateLimitType, Strategy, Unit};
 use super::super::invariants;
 use super::super::{Cost, Denial, DimensionUsage, LimitError, Permit, RateLimiter, ResponseMeta};
 use super::script::{actual_after, Op, Plan};
@@ -31,6 +31,19 @@ pub struct Tally {
     pub queued: u64,
     /// Steps run with the clock behind the latest time seen.
     pub backwards: u64,
+    /// `Wait` refusals per refusing dimension, in the order first seen: each dimension's
+    /// turn to refuse.
+    pub refused_by: Vec<(RateLimitType, u64)>,
+}
+
+impl Tally {
+    /// Counts a `Wait` refusal by `dimension`.
+    pub(super) fn refused_on(&mut self, dimension: RateLimitType, n: u64) {
+        match self.refused_by.iter_mut().find(|(d, _)| *d == dimension) {
+            Some((_, count)) => *count += n,
+            None => self.refused_by.push((dimension, n)),
+        }
+    }
 }
 
 /// A property broken at a step.
@@ -465,6 +478,9 @@ impl<'a> Run<'a> {
             }
             Err(denial) => {
                 self.tally.refused += 1;
+                if let Denial::Wait { dimension, .. } = &denial {
+                    self.tally.refused_on(*dimension, 1);
+                }
                 if self.record {
                     self.note.push(format!("refused: {denial}"));
                 }

@@ -364,6 +364,9 @@ impl<'a> ServerRun<'a> {
             }
             Err(denial) => {
                 self.tally.refused += 1;
+                if let Denial::Wait { dimension, .. } = &denial {
+                    self.tally.refused_on(*dimension, 1);
+                }
                 self.note.push(format!("refused: {denial}"));
                 let after = self.stats().await?;
                 if let Some(d) = lower(&before, &after) {
