@@ -72,6 +72,52 @@ fn redis_limiter_meets_the_server_clock_properties_for_every_strategy() {
     }
 }
 
+/// Input- and output-token dimensions on Redis meet the server-clock properties in every
+/// strategy, with output charged at admission and at usage.
+#[test]
+fn redis_limiter_meets_the_server_clock_properties_with_input_and_output_tokens() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let rt = runtime();
+    for (strategy, output_at) in [
+        ("token_bucket", "admission"),
+        ("gcra", "usage"),
+        ("sliding_log", "admission"),
+        ("sliding_counter", "usage"),
+        ("leaky_bucket", "admission"),
+    ] {
+        let toml = format!(
+            "[default]\nstrategy = \"{strategy}\"\nlimits = {{ requests = \"6/100ms\", \
+             input_tokens = \"500/150ms\", output_tokens = \"200/100ms\" }}\n\
+             accounting = \"actual\"\ncharge_at = {{ output = \"{output_at}\" }}"
+        );
+        let config = LimiterConfig::from_toml(&toml).unwrap();
+        let subject =
+            Subject::from_config(LimitKey::new("p", "m"), config.default.as_ref().unwrap())
+                .unwrap();
+        let settings = RedisSettings::new(server.url())
+            .with_key_prefix(format!("s{}", PREFIX.fetch_add(1, Ordering::Relaxed)));
+        let report = rt.block_on(async {
+            let limiter = RedisLimiter::connect(config, settings, Arc::new(SystemClock::new()))
+                .await
+                .unwrap();
+            let options = Options {
+                traces: 2,
+                episodes: 8,
+                seed: 17,
+                ..Options::default()
+            };
+            conformance::check_server_clock(&limiter, &subject, &options).await
+        });
+        let report = report.unwrap_or_else(|e| panic!("{strategy}: {e}"));
+        assert!(
+            report.admitted > 0 && report.refused > 0,
+            "{strategy}: {report:?}"
+        );
+    }
+}
+
 /// `hub verify --backend redis` on the quickstart scenario: windows divided by 600 (a
 /// minute becomes 100 ms), every applicable property holds for each limiter.
 #[test]
