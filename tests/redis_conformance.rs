@@ -137,3 +137,27 @@ fn hub_verify_on_redis_holds_for_the_quickstart_limiters() {
         assert!(o.admitted() > 0, "{}", render(o));
     }
 }
+
+/// `hub verify --backend redis` on limiters with input- and output-token limits: windows
+/// compressed per unit, every applicable property holds.
+#[test]
+fn hub_verify_on_redis_holds_for_input_and_output_token_limits() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let text = "name = \"split\"\nseed = 3\n[provider]\nkind = \"openai\"\nmodel = \"m\"\n\
+                [[phase]]\nduration = \"2s\"\narrival = { process = \"poisson\", rate = \"5/s\" }\n\
+                [workload]\nprompt_tokens = 100\nmax_tokens = 50\n\
+                [[limiter]]\nname = \"split\"\nstrategy = \"gcra\"\n\
+                limits = { rpm = 60, itpm = 6000, otpm = 2000 }\naccounting = \"actual\"\n";
+    let s = Scenario::parse(text, "split.toml").unwrap();
+    let (factor, outcomes) = runtime()
+        .block_on(verify_redis(&s, 2, s.seed, &server.url(), None))
+        .unwrap();
+    assert_eq!(factor, 600);
+    assert_eq!(outcomes.len(), 1);
+    for o in &outcomes {
+        assert!(o.counterexample.is_none(), "{}", render(o));
+        assert!(o.admitted() > 0, "{}", render(o));
+    }
+}

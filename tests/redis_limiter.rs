@@ -682,8 +682,14 @@ async fn input_and_output_tokens_are_limited_and_reconciled_apart() {
     let s = l.usage_stats(&key()).await.unwrap();
     let input = remaining(&s, RateLimitType::InputTokensPerMinute);
     let output = remaining(&s, RateLimitType::OutputTokensPerMinute);
-    assert!((680..690).contains(&input), "input charged 20 more: {input}");
-    assert!((550..560).contains(&output), "output refunded 450: {output}");
+    assert!(
+        (680..690).contains(&input),
+        "input charged 20 more: {input}"
+    );
+    assert!(
+        (550..560).contains(&output),
+        "output refunded 450: {output}"
+    );
     let p = l.try_acquire(&key(), split(10, 200)).await.unwrap();
     let meta = ResponseMeta {
         remaining_output_tokens: Some(20),
@@ -709,7 +715,10 @@ async fn output_charged_at_usage_on_redis() {
     )
     .await;
     let est = split(100, 5_000);
-    let a = l.try_acquire(&key(), est).await.expect("output not charged yet");
+    let a = l
+        .try_acquire(&key(), est)
+        .await
+        .expect("output not charged yet");
     assert_eq!(a.charged().output(), 0);
     let b = l.try_acquire(&key(), est).await.unwrap();
     for (p, out) in [(a, 400), (b, 300)] {

@@ -308,6 +308,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn compress_keeps_input_and_output_token_dimensions_and_charge_at() {
+        let cfg = RateLimitConfig::from_toml(
+            "limits = { rpm = 60, itpm = 6000, otpm = 2000 }\ncharge_at = { output = \"usage\" }",
+        )
+        .unwrap();
+        let c = compress(&cfg, 600).unwrap();
+        let kinds: Vec<_> = c
+            .dimensions()
+            .unwrap()
+            .iter()
+            .map(|l| (l.kind, l.amount))
+            .collect();
+        let w = Duration::from_millis(100);
+        use crate::limiter::RateLimitType::*;
+        assert_eq!(
+            kinds,
+            [
+                (RequestsPer(w), 60),
+                (InputTokensPer(w), 6000),
+                (OutputTokensPer(w), 2000)
+            ]
+        );
+        assert_eq!(c.charge_at, cfg.charge_at);
+        let two =
+            RateLimitConfig::from_toml("limits = { otpm = 60, output_tokens = \"5/1s\" }").unwrap();
+        assert!(compress(&two, 10).is_err(), "one field per unit");
+    }
+
+    #[test]
     fn compress_divides_windows_and_keeps_amounts_and_bursts() {
         let cfg = RateLimitConfig::from_toml(
             "limits = { rpm = 60, tpm = 40000 }\nheadroom = 0.95\nburst = 0.5",
