@@ -254,7 +254,8 @@ impl RateLimiter for Reshaped {
 #[test]
 fn a_limiter_that_gets_the_split_wrong_is_caught() {
     let toml = "strategy = \"token_bucket\"\nlimits = { rpm = 600, itpm = 3000, otpm = 1000 }";
-    let cases: [(fn(Cost) -> Cost, &[Property]); 2] = [
+    type Case = (fn(Cost) -> Cost, &'static [Property]);
+    let cases: [Case; 2] = [
         (
             |c| Cost {
                 output_tokens: Some(0),

@@ -277,7 +277,8 @@ impl Permit {
         }
     }
 
-    /// What was charged at admission (the estimate).
+    /// What was charged at admission: the estimate, with the token units the key charges at
+    /// usage set to zero ([`ChargeAt::admission_cost`]).
     pub fn charged(&self) -> Cost {
         self.charged
     }
@@ -521,6 +522,29 @@ impl UsageStats {
     /// Tokens that could be admitted now (`None` when no token dimension is configured).
     pub fn tokens_remaining(&self) -> Option<u64> {
         self.remaining_in(Unit::Tokens)
+    }
+
+    /// Input tokens that could be admitted now (`None` when no input-token dimension is
+    /// configured).
+    pub fn input_tokens_remaining(&self) -> Option<u64> {
+        self.remaining_in(Unit::InputTokens)
+    }
+
+    /// Output tokens that could be admitted now (`None` when no output-token dimension is
+    /// configured).
+    pub fn output_tokens_remaining(&self) -> Option<u64> {
+        self.remaining_in(Unit::OutputTokens)
+    }
+
+    /// How many more requests costing `cost` each could be admitted now: the smallest
+    /// `remaining / part` over the rate dimensions, each dividing by the part of `cost` it
+    /// counts (at least 1); `None` when no rate dimension is configured.
+    pub fn admissions_left(&self, cost: Cost) -> Option<u64> {
+        self.dimensions
+            .iter()
+            .filter(|d| d.dimension != RateLimitType::Concurrent)
+            .map(|d| d.remaining / d.dimension.cost_of(cost).max(1))
+            .min()
     }
 
     /// Time until every dimension is full again.

@@ -418,4 +418,22 @@ mod tests {
             (59, 600, 20)
         );
     }
+
+    #[test]
+    fn stats_count_admissions_left_on_each_part() {
+        let mut m = split_limits(Strategy::TokenBucket);
+        m.try_admit(0, split(400, 300)).unwrap();
+        let stats = crate::limiter::UsageStats {
+            dimensions: m.usage(0),
+            ..Default::default()
+        };
+        assert_eq!(stats.input_tokens_remaining(), Some(600));
+        assert_eq!(stats.output_tokens_remaining(), Some(300));
+        assert_eq!(stats.tokens_remaining(), None);
+        // 600 / 100 input, 300 / 100 output, 59 requests: output binds.
+        assert_eq!(stats.admissions_left(split(100, 100)), Some(3));
+        assert_eq!(stats.admissions_left(split(200, 0)), Some(3));
+        // An unknown split counts the total on both parts.
+        assert_eq!(stats.admissions_left(Cost::request(50)), Some(6));
+    }
 }

@@ -65,8 +65,7 @@ pub enum Op {
     },
     /// `record_usage` of held permit number `permit` (modulo how many are held, oldest
     /// first) with actual tokens = estimate + `delta` (not below 0); with a known split,
-    /// `delta / 2` goes to the input part and the rest to the output part
-    /// ([`actual_after`]).
+    /// `delta / 2` goes to the input part and the rest to the output part.
     Record {
         /// Which held permit.
         permit: usize,
