@@ -885,6 +885,12 @@ fn input_and_output_token_limits_parse_and_bad_values_name_line_and_field() {
         ]
     );
     assert_eq!(cfg.charge_at.of(Unit::OutputTokens), ChargeTime::Usage);
+    let plan = s.plan();
+    assert!(
+        plan.contains("60 RPM, 9000 ITPM, 3000 OTPM, 100 output tokens/10s")
+            && plan.contains("charged at usage: output"),
+        "{plan}"
+    );
     let e = error_at(
         &with_line(19, "limits = { rpm = 60, otpm = -1 }"),
         19,
