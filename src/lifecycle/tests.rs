@@ -71,6 +71,14 @@ fn every_way_an_attempt_ends_is_charged_by_one_rule() {
             charged: Cost::request(120),
         },
         ChargeRow {
+            rule: "success: the actual usage, input and output apart when reported",
+            event: Event::Responded {
+                usage: Cost::ZERO.with_split(100, 20),
+                meta: meta(200, None),
+            },
+            charged: Cost::request(0).with_split(100, 20),
+        },
+        ChargeRow {
             rule: "429: nothing, the server did not admit it",
             event: Event::Failed {
                 error: ErrorInfo::rate_limited(Some(Duration::from_millis(519))),
