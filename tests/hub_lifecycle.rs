@@ -231,10 +231,19 @@ async fn input_and_output_tokens_are_charged_apart_through_the_hub() {
     let used = response.usage;
     assert!(used.output_tokens < 400, "{used:?}");
     // Paused time: nothing refilled between admission and now.
-    assert_eq!(input, 100_000 - used.input_tokens, "input reconciled to the prompt used");
-    assert_eq!(output, 10_000 - used.output_tokens, "output refunded to the completion");
+    assert_eq!(
+        input,
+        100_000 - used.input_tokens,
+        "input reconciled to the prompt used"
+    );
+    assert_eq!(
+        output,
+        10_000 - used.output_tokens,
+        "output refunded to the completion"
+    );
 
-    let hub = load("{ limits = { itpm = 100000, otpm = 1000 }, charge_at = { output = \"usage\" } }");
+    let hub =
+        load("{ limits = { itpm = 100000, otpm = 1000 }, charge_at = { output = \"usage\" } }");
     let response = hub
         .complete(request(5_000))
         .await

@@ -120,7 +120,7 @@ charge_at = { output = "usage" }
             "output tokens per minute (OTPM)",
         ] {
             assert!(
-                line.contains(&format!("by {d}")),
+                line.contains(&format!(" on {d}")),
                 "{d} never refused: {line}"
             );
         }

@@ -278,12 +278,12 @@ pub fn render(o: &VerifyOutcome) -> String {
             let by: Vec<String> = r
                 .refused_by
                 .iter()
-                .map(|(d, n)| format!("{n} by {d}"))
+                .map(|(d, n)| format!("{n} on {d}"))
                 .collect();
             let by = if by.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", by.join(", "))
+                format!(" (waits: {})", by.join(", "))
             };
             format!(
                 "{}: {} traces, {} steps: {} admitted, {} refused{by}, {} exact-wait probes, {} \
