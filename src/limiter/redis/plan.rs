@@ -275,6 +275,42 @@ mod tests {
     }
 
     #[test]
+    fn input_and_output_token_dimensions_get_their_own_names_and_side_keys() {
+        let cfg = RateLimitConfig::from_toml(
+            "strategy = \"sliding_log\"\nlimits = { tpm = 900, itpm = 600, otpm = 300, \
+             input_tokens = \"60/1s\", output_tokens = \"30/1s\" }\n\
+             charge_at = { output = \"usage\" }",
+        )
+        .unwrap();
+        let p = KeyPlan::new(&LimitKey::new("p", "m"), Some(&cfg), &settings()).unwrap();
+        let labels: Vec<String> = decode(&p.plan).into_iter().map(|d| d.1).collect();
+        assert_eq!(
+            labels,
+            [
+                "log:tpm",
+                "log:itpm",
+                "log:itok1000000",
+                "log:otpm",
+                "log:otok1000000"
+            ]
+        );
+        let sides: Vec<&str> = p.keys[1..]
+            .iter()
+            .map(|k| k.rsplit(':').next().unwrap())
+            .collect();
+        assert_eq!(sides, ["tpm", "itpm", "itok1000000", "otpm", "otok1000000"]);
+        assert_eq!(p.charge_at, cfg.charge_at);
+        // Admission sees the estimate as charged: the output part charged at usage is free
+        // on output dimensions (the total, charged at admission, still counts it).
+        let est = Cost::request(0).with_split(50, 800);
+        assert_eq!(p.exceeds(p.charge_at.admission_cost(est)), None);
+        assert_eq!(
+            p.exceeds(est).and_then(|d| d.dimension()),
+            Some(RateLimitType::OutputTokensPerMinute)
+        );
+    }
+
+    #[test]
     fn encodes_scaled_units_reduced_by_gcd() {
         let cfg = RateLimitConfig::new(
             Strategy::Gcra,
