@@ -672,8 +672,9 @@ async fn input_and_output_tokens_are_limited_and_reconciled_apart() {
         49,
         "the refusal took no request"
     );
-    assert!((700..705).contains(&remaining(&s, RateLimitType::InputTokensPerMinute)));
-    assert!((100..105).contains(&remaining(&s, RateLimitType::OutputTokensPerMinute)));
+    // Up to a second of refill (16 input, 10 output tokens) may pass between the calls.
+    assert!((700..=716).contains(&remaining(&s, RateLimitType::InputTokensPerMinute)));
+    assert!((100..=110).contains(&remaining(&s, RateLimitType::OutputTokensPerMinute)));
     let rec = l
         .record_usage(permit, split(320, 50), &ResponseMeta::default())
         .await
@@ -683,11 +684,11 @@ async fn input_and_output_tokens_are_limited_and_reconciled_apart() {
     let input = remaining(&s, RateLimitType::InputTokensPerMinute);
     let output = remaining(&s, RateLimitType::OutputTokensPerMinute);
     assert!(
-        (680..690).contains(&input),
+        (680..700).contains(&input),
         "input charged 20 more: {input}"
     );
     assert!(
-        (550..560).contains(&output),
+        (550..=570).contains(&output),
         "output refunded 450: {output}"
     );
     let p = l.try_acquire(&key(), split(10, 200)).await.unwrap();
@@ -697,7 +698,7 @@ async fn input_and_output_tokens_are_limited_and_reconciled_apart() {
     };
     l.record_usage(p, split(10, 200), &meta).await.unwrap();
     let s = l.usage_stats(&key()).await.unwrap();
-    assert!(remaining(&s, RateLimitType::OutputTokensPerMinute) <= 21);
+    assert!(remaining(&s, RateLimitType::OutputTokensPerMinute) <= 30);
     assert!(remaining(&s, RateLimitType::InputTokensPerMinute) >= 670);
 }
 
