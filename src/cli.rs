@@ -98,7 +98,7 @@ enum Command {
         /// The limiter to tune (a `[[limiter]]` name).
         #[arg(long)]
         limiter: String,
-        /// The parameter: headroom, rpm, tpm or burst.
+        /// The parameter: headroom, rpm, tpm, itpm, otpm or burst.
         #[arg(long)]
         param: TuneParam,
         /// What to optimise: goodput (goodput_tpm), quota_utilisation, achieved_rate
@@ -110,7 +110,8 @@ enum Command {
         #[arg(long = "constraint", value_parser = parse_constraint)]
         constraints: Vec<Threshold>,
         /// The range searched, LO..HI (default: headroom 0.5..1, burst 0.05..1, rpm and
-        /// tpm half to 1.5 times the quota's).
+        /// tpm half to 1.5 times the quota's, itpm and otpm half to 1.5 times the
+        /// limiter's own).
         #[arg(long, value_parser = parse_range)]
         range: Option<(f64, f64)>,
         /// Simulations on the initial grid over the range.

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, Nanos};
-use crate::limiter::{LimitKey, RateLimiter};
+use crate::limiter::{Cost, LimitKey, RateLimiter};
 use crate::provider::admission::{AdmissionRule, RequestSize};
 use crate::provider::CompletionRequest;
 
@@ -195,25 +195,26 @@ impl MostHeadroomSelector {
         Self { limiter, clock }
     }
 
-    /// How many requests costing `tokens` tokens `key` can still admit now.
+    /// How many requests costing `tokens` tokens (split unknown) `key` can still admit now.
     pub async fn headroom(&self, key: &LimitKey, tokens: u64) -> Option<u64> {
+        self.headroom_for(key, Cost::request(tokens)).await
+    }
+
+    /// How many requests costing `cost` `key` can still admit now, over every rate
+    /// dimension (requests, total, input and output tokens); `u64::MAX` when none limits it.
+    pub async fn headroom_for(&self, key: &LimitKey, cost: Cost) -> Option<u64> {
         let stats = self.limiter.usage_stats(key).await.ok()?;
-        let by_requests = stats.requests_remaining().unwrap_or(u64::MAX);
-        let by_tokens = match stats.tokens_remaining() {
-            Some(t) => t / tokens.max(1),
-            None => u64::MAX,
-        };
-        Some(by_requests.min(by_tokens))
+        Some(stats.admissions_left(cost).unwrap_or(u64::MAX))
     }
 }
 
 #[async_trait]
 impl ProviderSelector for MostHeadroomSelector {
     async fn rank(&self, request: &CompletionRequest, candidates: &[Candidate]) -> Vec<String> {
-        let tokens = AdmissionRule::OPENAI.tokens(&RequestSize::of(request));
+        let cost = AdmissionRule::OPENAI.estimate(&RequestSize::of(request));
         let mut scored = Vec::new();
         for (i, c) in available(&*self.clock, candidates).into_iter().enumerate() {
-            let room = self.headroom(&c.key, tokens).await;
+            let room = self.headroom_for(&c.key, cost).await;
             scored.push((room, i, c));
         }
         // `None` (unreadable) sorts below every `Some`.

@@ -306,3 +306,37 @@ fn config_errors_name_the_line_and_the_field() {
         "{e}"
     );
 }
+
+/// A hub's `[limits]` take input- and output-token limits and `charge_at` like any other
+/// dimension; a bad value is named with its line.
+#[tokio::test]
+async fn hub_limits_take_input_and_output_token_dimensions() {
+    use connector_hub::limiter::{Cost, LimitKey, RateLimitType};
+    let head = "[[provider]]\nid = \"a\"\nkind = \"openai\"\nconfig = { api_key = \"k\" }\n\
+                [[limits.key]]\nprovider = \"a\"\n";
+    let hub = Hub::from_toml_str(&format!(
+        "{head}limit = {{ limits = {{ rpm = 50, itpm = 1000, otpm = 600 }}, charge_at = {{ output = \"usage\" }} }}\n"
+    ))
+    .expect("valid limits");
+    let key = LimitKey::new("a", MODEL);
+    let est = Cost::request(0).with_split(900, 5_000);
+    let p = hub
+        .limiter()
+        .try_acquire(&key, est)
+        .await
+        .expect("output charged at usage");
+    assert_eq!(p.charged().output(), 0);
+    let d = hub.limiter().try_acquire(&key, est).await.unwrap_err();
+    assert_eq!(d.dimension(), Some(RateLimitType::InputTokensPerMinute));
+    let e = Hub::from_toml_str(&format!(
+        "{head}limit = {{ limits = {{ rpm = 50, otpm = 0 }} }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.line(), Some(7), "{e}");
+    assert!(e.to_string().contains("otpm"), "{e}");
+    let e = Hub::from_toml_str(&format!(
+        "{head}limit = {{ limits = {{ itpm = 5 }}, charge_at = {{ input = \"later\" }} }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.line(), Some(7), "{e}");
+}

@@ -194,3 +194,61 @@ async fn a_request_that_can_never_fit_is_refused_with_its_dimension() {
     }
     mock.shutdown().await;
 }
+
+/// Input and output tokens through the Hub's governed step, over HTTP: the admission
+/// charges the prompt estimate as input and `max_tokens` as output, and the response's
+/// usage (prompt and completion tokens) reconciles each dimension to what was used; with
+/// `charge_at = { output = "usage" }` a `max_tokens` beyond the output limit is admitted
+/// and only the completion is charged.
+#[tokio::test(start_paused = true)]
+async fn input_and_output_tokens_are_charged_apart_through_the_hub() {
+    let mock = mock(1_000_000, |_| {}).await;
+    let load = |limit: &str| {
+        let text = format!(
+            "middleware = [\"rate_limit\"]\n[[provider]]\nid = \"openai\"\nkind = \"openai\"\n\
+             config = {{ api_key = \"k\", base_url = \"{}/v1\" }}\n\
+             [[limits.key]]\nprovider = \"openai\"\nlimit = {limit}\n",
+            mock.base_url()
+        );
+        HubOptions {
+            clock: Arc::new(TokioClock::new()),
+            ..HubOptions::default()
+        }
+        .load_str(&text, "hub.toml")
+        .expect("valid")
+    };
+    let key = LimitKey::new("openai", MODEL);
+    let remaining = |s: &connector_hub::limiter::UsageStats| {
+        (
+            s.input_tokens_remaining().expect("itpm"),
+            s.output_tokens_remaining().expect("otpm"),
+        )
+    };
+
+    let hub = load("{ limits = { itpm = 100000, otpm = 10000 } }");
+    let response = hub.complete(request(400)).await.expect("fits");
+    let (input, output) = remaining(&hub.limiter().usage_stats(&key).await.expect("stats"));
+    let used = response.usage;
+    assert!(used.output_tokens < 400, "{used:?}");
+    // Paused time: nothing refilled between admission and now.
+    assert_eq!(
+        input,
+        100_000 - used.input_tokens,
+        "input reconciled to the prompt used"
+    );
+    assert_eq!(
+        output,
+        10_000 - used.output_tokens,
+        "output refunded to the completion"
+    );
+
+    let hub =
+        load("{ limits = { itpm = 100000, otpm = 1000 }, charge_at = { output = \"usage\" } }");
+    let response = hub
+        .complete(request(5_000))
+        .await
+        .expect("max_tokens above the output limit, charged only as used");
+    let (_, output) = remaining(&hub.limiter().usage_stats(&key).await.expect("stats"));
+    assert_eq!(output, 1_000 - response.usage.output_tokens);
+    mock.shutdown().await;
+}

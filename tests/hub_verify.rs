@@ -80,3 +80,69 @@ fn hub_verify_prints_one_line_per_limiter_and_exits_0_when_every_property_holds(
         assert!(line.ends_with("every property holds"), "{line}");
     }
 }
+
+/// A scenario whose limiters count input and output tokens apart (`itpm`, `otpm`, output
+/// charged at admission or at usage): `hub verify` proves them, and its line shows the
+/// input- and output-token dimensions each refusing in turn.
+#[test]
+fn hub_verify_proves_input_and_output_token_limits() {
+    let text = r#"name = "split"
+seed = 3
+[provider]
+kind = "openai"
+model = "gpt-4o-mini"
+quota = { rpm = 60, tpm = 10000 }
+[[phase]]
+duration = "2s"
+arrival = { process = "poisson", rate = "5/s" }
+[workload]
+prompt_tokens = 100
+max_tokens = 50
+[[limiter]]
+name = "split-bucket"
+strategy = "token_bucket"
+limits = { rpm = 60, itpm = 6000, otpm = 2000 }
+accounting = "actual"
+[[limiter]]
+name = "split-log-usage"
+strategy = "sliding_log"
+limits = { rpm = 60, tpm = 9000, itpm = 6000, otpm = 2000 }
+charge_at = { output = "usage" }
+"#;
+    let s = Scenario::parse(text, "split.toml").expect("valid scenario");
+    let outcomes = verify(&s, cases(), s.seed).expect("limits are valid");
+    assert_eq!(outcomes.len(), 2);
+    for o in &outcomes {
+        assert!(o.counterexample.is_none(), "{}", render(o));
+        let line = render(o);
+        for d in [
+            "input tokens per minute (ITPM)",
+            "output tokens per minute (OTPM)",
+        ] {
+            assert!(
+                line.contains(&format!(" on {d}")),
+                "{d} never refused: {line}"
+            );
+        }
+    }
+    let path = std::env::temp_dir().join(format!("hub-verify-split-{}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("temp file");
+    let out = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["verify", "--cases", "4"])
+        .arg(&path)
+        .output()
+        .expect("hub runs");
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in lines {
+        assert!(line.ends_with("every property holds"), "{line}");
+        assert!(line.contains("(OTPM)"), "{line}");
+    }
+}

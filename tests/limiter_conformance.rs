@@ -127,6 +127,165 @@ proptest! {
     }
 }
 
+/// A limit table with input- and output-token dimensions: one of each, now and then a
+/// request and a total-token dimension beside them, per minute or an odd window.
+fn split_limits() -> impl Strategy<Value = String> {
+    let input = prop_oneof![
+        (1u64..=60_000).prop_map(|n| format!("itpm = {n}")),
+        (1u64..=4_000, 1u64..=13).prop_map(|(n, s)| format!("input_tokens = \"{n}/{s}s\"")),
+    ];
+    let output = prop_oneof![
+        (1u64..=20_000).prop_map(|n| format!("otpm = {n}")),
+        (1u64..=2_000, 1u64..=11).prop_map(|(n, s)| format!("output_tokens = \"{n}/{s}s\"")),
+    ];
+    let extra = prop_oneof![
+        Just(String::new()),
+        (1u64..=600).prop_map(|n| format!(", rpm = {n}")),
+        (1u64..=80_000).prop_map(|n| format!(", tpm = {n}")),
+        (1u64..=600, 1u64..=80_000).prop_map(|(r, t)| format!(", rpm = {r}, tpm = {t}")),
+        (1u64..=3).prop_map(|n| format!(", concurrent = {n}")),
+    ];
+    (input, output, extra).prop_map(|(i, o, e)| format!("{i}, {o}{e}"))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Input- and output-token limits next to requests and total tokens meet every
+    /// property in every strategy: costs carry their split, each dimension in turn
+    /// refuses, reconciliations move both parts, with output charged at admission or at
+    /// usage, under either accounting.
+    #[test]
+    fn keyed_limiter_meets_every_property_with_input_and_output_token_limits(
+        strategy in prop::sample::select(STRATEGIES.to_vec()),
+        limits in split_limits(),
+        burst in prop::sample::select(vec![1.0, 0.5]),
+        accounting in prop::sample::select(vec!["actual", "estimate"]),
+        output_at in prop::sample::select(vec!["admission", "usage"]),
+        seed in any::<u64>(),
+    ) {
+        let toml = format!(
+            "strategy = \"{strategy}\"\nlimits = {{ {limits} }}\nburst = {burst}\n\
+             accounting = \"{accounting}\"\ncharge_at = {{ output = \"{output_at}\" }}"
+        );
+        let Ok(cfg) = RateLimitConfig::from_toml(&toml) else {
+            return Ok(());
+        };
+        prop_assume!(cfg.dimensions().is_ok());
+        let (limiter, subject, clock) = keyed(&toml);
+        let options = Options { traces: 4, seed, ..Options::default() };
+        if let Err(e) = run(&limiter, &clock, &subject, &options) {
+            return Err(TestCaseError::fail(format!("{toml}\n{e}")));
+        }
+    }
+}
+
+/// Requests, total, input and output tokens each take their turn to refuse (with the
+/// exact-wait probes behind every refusal), in every strategy.
+#[test]
+fn each_of_requests_total_input_and_output_tokens_refuses_in_turn() {
+    for strategy in STRATEGIES {
+        let (limiter, subject, clock) = keyed(&format!(
+            "strategy = \"{strategy}\"\nlimits = {{ rpm = 30, tpm = 5000, itpm = 3000, otpm = 1000 }}"
+        ));
+        let options = Options {
+            traces: 8,
+            ..Options::default()
+        };
+        let report = run(&limiter, &clock, &subject, &options).unwrap_or_else(|e| panic!("{e}"));
+        for d in [
+            RateLimitType::RequestsPerMinute,
+            RateLimitType::TokensPerMinute,
+            RateLimitType::InputTokensPerMinute,
+            RateLimitType::OutputTokensPerMinute,
+        ] {
+            assert!(
+                report.refused_on(d) > 0,
+                "{strategy}: {d} never refused: {report:?}"
+            );
+        }
+        assert!(
+            report.exact_waits > 0 && report.reconciled > 0,
+            "{report:?}"
+        );
+    }
+}
+
+/// A limiter that changes every estimate before the keyed limiter sees it.
+#[derive(Debug)]
+struct Reshaped {
+    inner: KeyedLimiter,
+    reshape: fn(Cost) -> Cost,
+}
+
+#[async_trait]
+impl RateLimiter for Reshaped {
+    async fn acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, LimitError> {
+        self.inner.acquire(key, (self.reshape)(estimate)).await
+    }
+    async fn try_acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, Denial> {
+        self.inner.try_acquire(key, (self.reshape)(estimate)).await
+    }
+    async fn record_usage(
+        &self,
+        permit: Permit,
+        actual: Cost,
+        meta: &ResponseMeta,
+    ) -> Result<UsageRecord, LimitError> {
+        self.inner
+            .record_usage(permit, (self.reshape)(actual), meta)
+            .await
+    }
+    async fn backoff_delay(&self, key: &LimitKey, attempt: u32, e: &ErrorInfo) -> Option<Duration> {
+        self.inner.backoff_delay(key, attempt, e).await
+    }
+    async fn usage_stats(&self, key: &LimitKey) -> Result<UsageStats, LimitError> {
+        self.inner.usage_stats(key).await
+    }
+    async fn reset(&self, key: &LimitKey) -> Result<(), LimitError> {
+        self.inner.reset(key).await
+    }
+}
+
+/// Limiters that get the split wrong are caught: one that forgets the output part never
+/// charges its output limit (an extra output charge is lost, or the bound breaks), one that
+/// knows only totals counts the whole request against each part (it refuses with room left
+/// on the refusing dimension, or calls a request that fits "never fits").
+#[test]
+fn a_limiter_that_gets_the_split_wrong_is_caught() {
+    let toml = "strategy = \"token_bucket\"\nlimits = { rpm = 600, itpm = 3000, otpm = 1000 }";
+    type Case = (fn(Cost) -> Cost, &'static [Property]);
+    let cases: [Case; 2] = [
+        (
+            |c| Cost {
+                output_tokens: Some(0),
+                input_tokens: Some(c.input()),
+                ..c
+            },
+            &[Property::Bound, Property::ExtraChargeKept],
+        ),
+        (
+            |c| Cost {
+                input_tokens: None,
+                output_tokens: None,
+                ..c
+            },
+            &[Property::RefusingDimension, Property::Exceeds],
+        ),
+    ];
+    for (reshape, expected) in cases {
+        let (inner, subject, clock) = keyed(toml);
+        let limiter = Reshaped { inner, reshape };
+        let err = run(&limiter, &clock, &subject, &Options::default()).expect_err("caught");
+        let c = err.counterexample().expect("a counterexample");
+        assert!(expected.contains(&c.property), "{c}");
+        assert!(
+            c.to_string().contains("OTPM") || c.to_string().contains("ITPM"),
+            "{c}"
+        );
+    }
+}
+
 /// A clock that runs `num / den` as fast as the manual clock it reads.
 #[derive(Debug)]
 struct Skewed {
@@ -210,6 +369,7 @@ fn a_fixed_window_posing_as_a_sliding_log_is_caught_with_a_minimal_counterexampl
             .dimensions()
             .unwrap(),
         accounting: Default::default(),
+        charge_at: Default::default(),
     };
     let err = run(&limiter, &clock, &subject, &Options::default()).expect_err("caught");
     let c = err.counterexample().unwrap();

@@ -389,3 +389,93 @@ fn threads_hammering_one_key_never_admit_more_than_the_arrival_curve() {
         all.len()
     );
 }
+
+/// Input and output tokens are limited apart: the output estimate (`max_tokens`) is
+/// charged at admission and `record_usage` refunds each part to what was used.
+#[tokio::test]
+async fn input_and_output_tokens_are_reconciled_apart() {
+    let (l, _clock) = limiter("[default]\nlimits = { rpm = 50, itpm = 1000, otpm = 600 }");
+    let est = Cost::request(0).with_split(300, 500);
+    let permit = l.try_acquire(&key(), est).await.unwrap();
+    assert_eq!(permit.charged(), est);
+    let d = l
+        .try_acquire(&key(), Cost::request(0).with_split(10, 200))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        d,
+        Denial::Wait {
+            dimension: RateLimitType::OutputTokensPerMinute,
+            // 100 output tokens missing at 600 per minute.
+            retry_after: Duration::from_secs(10),
+        }
+    );
+    let actual = Cost::request(0).with_split(320, 50);
+    let rec = l
+        .record_usage(permit, actual, &ResponseMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(rec.refunded_tokens, 800 - 370);
+    let s = l.usage_stats(&key()).await.unwrap();
+    let left: Vec<(RateLimitType, u64)> = s
+        .dimensions
+        .iter()
+        .map(|d| (d.dimension, d.remaining))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (RateLimitType::RequestsPerMinute, 49),
+            (RateLimitType::InputTokensPerMinute, 680),
+            (RateLimitType::OutputTokensPerMinute, 550),
+        ]
+    );
+    l.try_acquire(&key(), Cost::request(0).with_split(10, 200))
+        .await
+        .expect("the refunded output makes room");
+}
+
+/// `charge_at = { output = "usage" }`: output is not estimated at admission (a large
+/// `max_tokens` is no `Exceeds`), the actual output is charged when recorded, and an
+/// overdrawn output dimension refuses until it refills — with the exact wait.
+#[tokio::test]
+async fn output_charged_at_usage_admits_while_not_overdrawn() {
+    let (l, clock) = limiter(
+        "[default]\nlimits = { itpm = 1000, otpm = 600 }\ncharge_at = { output = \"usage\" }",
+    );
+    let est = Cost::request(0).with_split(100, 5_000);
+    let permit = l
+        .try_acquire(&key(), est)
+        .await
+        .expect("output not charged yet");
+    assert_eq!(permit.charged().output(), 0);
+    assert_eq!(permit.charged().input(), 100);
+    let second = l.try_acquire(&key(), est).await.unwrap();
+    l.record_usage(
+        permit,
+        Cost::request(0).with_split(100, 400),
+        &ResponseMeta::default(),
+    )
+    .await
+    .unwrap();
+    l.record_usage(
+        second,
+        Cost::request(0).with_split(100, 300),
+        &ResponseMeta::default(),
+    )
+    .await
+    .unwrap();
+    // 700 output tokens charged against 600: 100 overdrawn, back after 10 s.
+    let d = l.try_acquire(&key(), est).await.unwrap_err();
+    assert_eq!(
+        d,
+        Denial::Wait {
+            dimension: RateLimitType::OutputTokensPerMinute,
+            retry_after: Duration::from_secs(10),
+        }
+    );
+    clock.advance(Duration::from_nanos(10 * SEC - 1));
+    assert!(l.try_acquire(&key(), est).await.is_err());
+    clock.advance(Duration::from_nanos(1));
+    assert!(l.try_acquire(&key(), est).await.is_ok());
+}

@@ -628,3 +628,117 @@ async fn a_lazy_limiter_connects_and_loads_the_script_on_its_first_call() {
     );
     assert_eq!(l.usage_stats(&key()).await.unwrap().admitted, 2);
 }
+
+fn split(input: u64, output: u64) -> Cost {
+    Cost::request(0).with_split(input, output)
+}
+
+fn remaining(stats: &connector_hub::limiter::UsageStats, d: RateLimitType) -> u64 {
+    stats
+        .dimensions
+        .iter()
+        .find(|u| u.dimension == d)
+        .map(|u| u.remaining)
+        .expect("dimension reported")
+}
+
+/// Input and output tokens as separate dimensions on Redis: all-or-nothing with the
+/// refusing part named, each part reconciled to its actual usage, a server-reported output
+/// remaining applied to the output dimension alone.
+#[tokio::test]
+async fn input_and_output_tokens_are_limited_and_reconciled_apart() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let l = limiter(&server, "limits = { rpm = 50, itpm = 1000, otpm = 600 }").await;
+    let permit = l.try_acquire(&key(), split(300, 500)).await.unwrap();
+    let d = l.try_acquire(&key(), split(10, 200)).await.unwrap_err();
+    let Denial::Wait {
+        dimension,
+        retry_after,
+    } = d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(dimension, RateLimitType::OutputTokensPerMinute);
+    // 100 output tokens missing at 10 per second; a few ms have passed.
+    assert!(
+        retry_after <= Duration::from_secs(10) && retry_after > Duration::from_secs(9),
+        "{retry_after:?}"
+    );
+    let s = l.usage_stats(&key()).await.unwrap();
+    assert_eq!(
+        remaining(&s, RateLimitType::RequestsPerMinute),
+        49,
+        "the refusal took no request"
+    );
+    // Up to a second of refill (16 input, 10 output tokens) may pass between the calls.
+    assert!((700..=716).contains(&remaining(&s, RateLimitType::InputTokensPerMinute)));
+    assert!((100..=110).contains(&remaining(&s, RateLimitType::OutputTokensPerMinute)));
+    let rec = l
+        .record_usage(permit, split(320, 50), &ResponseMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(rec.refunded_tokens, 800 - 370);
+    let s = l.usage_stats(&key()).await.unwrap();
+    let input = remaining(&s, RateLimitType::InputTokensPerMinute);
+    let output = remaining(&s, RateLimitType::OutputTokensPerMinute);
+    assert!(
+        (680..700).contains(&input),
+        "input charged 20 more: {input}"
+    );
+    assert!(
+        (550..=570).contains(&output),
+        "output refunded 450: {output}"
+    );
+    let p = l.try_acquire(&key(), split(10, 200)).await.unwrap();
+    let meta = ResponseMeta {
+        remaining_output_tokens: Some(20),
+        ..ResponseMeta::default()
+    };
+    l.record_usage(p, split(10, 200), &meta).await.unwrap();
+    let s = l.usage_stats(&key()).await.unwrap();
+    assert!(remaining(&s, RateLimitType::OutputTokensPerMinute) <= 30);
+    assert!(remaining(&s, RateLimitType::InputTokensPerMinute) >= 670);
+}
+
+/// `charge_at = { output = "usage" }` on Redis: no output estimate at admission (a large
+/// `max_tokens` is admitted), the actual output charged when recorded, and an overdrawn
+/// output dimension refusing until it has refilled.
+#[tokio::test]
+async fn output_charged_at_usage_on_redis() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let l = limiter(
+        &server,
+        "limits = { itpm = 1000, otpm = 600 }\ncharge_at = { output = \"usage\" }",
+    )
+    .await;
+    let est = split(100, 5_000);
+    let a = l
+        .try_acquire(&key(), est)
+        .await
+        .expect("output not charged yet");
+    assert_eq!(a.charged().output(), 0);
+    let b = l.try_acquire(&key(), est).await.unwrap();
+    for (p, out) in [(a, 400), (b, 300)] {
+        l.record_usage(p, split(100, out), &ResponseMeta::default())
+            .await
+            .unwrap();
+    }
+    let d = l.try_acquire(&key(), est).await.unwrap_err();
+    let Denial::Wait {
+        dimension,
+        retry_after,
+    } = d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(dimension, RateLimitType::OutputTokensPerMinute);
+    // 100 output tokens overdrawn at 10 per second.
+    assert!(
+        retry_after <= Duration::from_secs(10) && retry_after > Duration::from_secs(9),
+        "{retry_after:?}"
+    );
+}

@@ -852,3 +852,85 @@ fn plan_shows_resolved_limits_scheduled_counts_and_warnings() {
         "{azure}"
     );
 }
+
+/// `itpm`, `otpm`, `input_tokens`, `output_tokens` and `charge_at` in a limiter's table:
+/// parsed into input- and output-token dimensions, and a bad value names its file, line
+/// and field.
+#[test]
+fn input_and_output_token_limits_parse_and_bad_values_name_line_and_field() {
+    use connector_hub::limiter::{ChargeTime, RateLimitType, Unit};
+    let s = Scenario::parse(
+        &with_line(
+            19,
+            "limits = { rpm = 60, itpm = 9000, otpm = 3000, output_tokens = \"100/10s\" }\n\
+             charge_at = { output = \"usage\" }",
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    let cfg = s.limiters[0].limit.as_ref().expect("a limit");
+    let dims: Vec<(RateLimitType, u64)> = cfg
+        .dimensions()
+        .unwrap()
+        .iter()
+        .map(|d| (d.kind, d.amount))
+        .collect();
+    assert_eq!(
+        dims,
+        [
+            (RateLimitType::RequestsPerMinute, 60),
+            (RateLimitType::InputTokensPerMinute, 9000),
+            (RateLimitType::OutputTokensPerMinute, 3000),
+            (RateLimitType::OutputTokensPer(Duration::from_secs(10)), 100),
+        ]
+    );
+    assert_eq!(cfg.charge_at.of(Unit::OutputTokens), ChargeTime::Usage);
+    let plan = s.plan();
+    assert!(
+        plan.contains("60 RPM, 9000 ITPM, 3000 OTPM, 100 output tokens/10s")
+            && plan.contains("charged at usage: output"),
+        "{plan}"
+    );
+    let e = error_at(
+        &with_line(19, "limits = { rpm = 60, otpm = -1 }"),
+        19,
+        "limiter[0].limits.otpm",
+    );
+    assert!(e.contains("-1"), "{e}");
+    let e = error_at(
+        &with_line(19, "limits = { itpm = \"lots\" }"),
+        19,
+        "limiter[0].limits.itpm",
+    );
+    assert!(e.contains("invalid type"), "{e}");
+    let e = error_at(
+        &with_line(19, "limits = { input_tokens = \"9000/fortnight\" }"),
+        19,
+        "limiter[0].limits.input_tokens",
+    );
+    assert!(e.contains("fortnight"), "{e}");
+    let e = error_at(
+        &with_line(19, "limits = { itpm = 1 }\nheadroom = 0.5"),
+        19,
+        "limiter[0].limits.itpm",
+    );
+    assert!(e.contains("at least 1 after headroom"), "{e}");
+    let e = error_at(
+        &with_line(
+            19,
+            "limits = { otpm = 60 }\ncharge_at = { output = \"eventually\" }",
+        ),
+        20,
+        "limiter[0].charge_at.output",
+    );
+    assert!(e.contains("eventually") && e.contains("usage"), "{e}");
+    let e = error_at(
+        &with_line(
+            19,
+            "limits = { otpm = 60 }\ncharge_at = { outptu = \"usage\" }",
+        ),
+        20,
+        "limiter[0].charge_at.outptu",
+    );
+    assert!(e.contains("unknown field"), "{e}");
+}

@@ -712,7 +712,7 @@ impl<'a> Sim<'a> {
         r.record.completion_tokens = Some(completion);
         r.record.end = t;
         let event = LifeEvent::Responded {
-            tokens: prompt + completion,
+            usage: Cost::ZERO.with_split(prompt, completion),
             meta: r.meta,
         };
         self.feed(t, id, event, writer)

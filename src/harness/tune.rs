@@ -32,6 +32,11 @@ pub enum Param {
     Rpm,
     /// `limits.tpm`: tokens per minute, default range as for `rpm`.
     Tpm,
+    /// `limits.itpm`: input tokens per minute, default range half to 1.5 × the limiter's
+    /// own.
+    Itpm,
+    /// `limits.otpm`: output tokens per minute, default range as for `itpm`.
+    Otpm,
     /// `burst`: the fraction of a window's amount that may be spent at once, `[0.05, 1]`.
     Burst,
 }
@@ -43,12 +48,14 @@ impl Param {
             Self::Headroom => "headroom",
             Self::Rpm => "rpm",
             Self::Tpm => "tpm",
+            Self::Itpm => "itpm",
+            Self::Otpm => "otpm",
             Self::Burst => "burst",
         }
     }
 
     fn integer(self) -> bool {
-        matches!(self, Self::Rpm | Self::Tpm)
+        matches!(self, Self::Rpm | Self::Tpm | Self::Itpm | Self::Otpm)
     }
 
     /// Sets the parameter to `value` (rounded for whole-number limits).
@@ -58,6 +65,8 @@ impl Param {
             Self::Burst => cfg.burst = Some(value),
             Self::Rpm => cfg.limits.rpm = Some(value.round() as u64),
             Self::Tpm => cfg.limits.tpm = Some(value.round() as u64),
+            Self::Itpm => cfg.limits.itpm = Some(value.round() as u64),
+            Self::Otpm => cfg.limits.otpm = Some(value.round() as u64),
         }
     }
 
@@ -75,6 +84,8 @@ impl Param {
             Self::Burst => Some((0.05, 1.0)),
             Self::Rpm => around(quota.and_then(|q| q.rpm).or(cfg.limits.rpm)),
             Self::Tpm => around(quota.and_then(|q| q.tpm).or(cfg.limits.tpm)),
+            Self::Itpm => around(cfg.limits.itpm),
+            Self::Otpm => around(cfg.limits.otpm),
         }
     }
 
@@ -96,6 +107,8 @@ impl FromStr for Param {
             "headroom" => Ok(Self::Headroom),
             "rpm" => Ok(Self::Rpm),
             "tpm" => Ok(Self::Tpm),
+            "itpm" => Ok(Self::Itpm),
+            "otpm" => Ok(Self::Otpm),
             "burst" => Ok(Self::Burst),
             _ => Err(TuneError::UnknownParam(s.to_owned())),
         }
@@ -175,7 +188,7 @@ pub fn parse_range(s: &str) -> Result<(f64, f64), TuneError> {
 #[derive(Debug, thiserror::Error)]
 pub enum TuneError {
     /// `--param` is not one of the tunable parameters.
-    #[error("unknown parameter `{0}`: expected headroom, rpm, tpm or burst")]
+    #[error("unknown parameter `{0}`: expected headroom, rpm, tpm, itpm, otpm or burst")]
     UnknownParam(String),
     /// `--objective` is not a summary metric.
     #[error("unknown objective `{0}`: expected goodput or one of the summary metrics (goodput_tpm, quota_utilisation, achieved_rate, throttled_ratio, latency_p99, …)")]
@@ -475,7 +488,7 @@ fn limiter_block(
         Param::Headroom | Param::Burst => {
             table.insert(opts.param.name().to_owned(), v);
         }
-        Param::Rpm | Param::Tpm => {
+        Param::Rpm | Param::Tpm | Param::Itpm | Param::Otpm => {
             let limits = table
                 .entry("limits")
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -559,5 +572,21 @@ mod tests {
             Some((300.0, 900.0))
         );
         assert_eq!(Param::Tpm.default_range(&cfg, Some(quota)), None);
+    }
+
+    #[test]
+    fn input_and_output_token_limits_are_tunable_around_the_limiters_own() {
+        let mut cfg = RateLimitConfig::default();
+        cfg.limits.otpm = Some(8000);
+        assert_eq!("otpm".parse::<Param>().expect("a param"), Param::Otpm);
+        assert_eq!("itpm".parse::<Param>().expect("a param"), Param::Itpm);
+        assert_eq!(
+            Param::Otpm.default_range(&cfg, None),
+            Some((4000.0, 12000.0))
+        );
+        assert_eq!(Param::Itpm.default_range(&cfg, None), None);
+        Param::Itpm.apply(&mut cfg, 2999.6);
+        assert_eq!(cfg.limits.itpm, Some(3000));
+        assert_eq!(Param::Itpm.toml_value(2999.6), toml::Value::Integer(3000));
     }
 }

@@ -59,7 +59,8 @@ pub fn options(scenario: &Scenario, cases: u32, seed: u64) -> Options {
     let workload = (0..WORKLOAD_SAMPLE)
         .map(|i| {
             let shape = scenario.workload.shape(seed, i);
-            Cost::request(shape.prompt_tokens + shape.max_tokens)
+            // Split as the admission estimate is: the prompt (input) and `max_tokens` (output).
+            Cost::request(0).with_split(shape.prompt_tokens, shape.max_tokens)
         })
         .collect();
     Options {
@@ -143,8 +144,8 @@ pub fn time_scale(scenario: &Scenario) -> Result<u32, ConfigError> {
 
 /// `config` with every window divided by `factor` (rounded down to whole µs, at least
 /// 1 µs) and the same amounts and bursts: resolved dimensions are written back as one
-/// requests and one tokens window (headroom 1, the same burst fraction), so a limit with
-/// two request (or two token) dimensions cannot be compressed.
+/// window per unit — requests, tokens, input tokens, output tokens — (headroom 1, the same
+/// burst fraction), so a limit with two dimensions of one unit cannot be compressed.
 pub fn compress(config: &RateLimitConfig, factor: u32) -> Result<RateLimitConfig, ConfigError> {
     let dims = config.dimensions()?;
     let mut limits = Limits::default();
@@ -165,13 +166,15 @@ pub fn compress(config: &RateLimitConfig, factor: u32) -> Result<RateLimitConfig
         let slot = match d.kind.unit() {
             Unit::Requests => &mut limits.requests,
             Unit::Tokens => &mut limits.tokens,
+            Unit::InputTokens => &mut limits.input_tokens,
+            Unit::OutputTokens => &mut limits.output_tokens,
         };
         if slot.is_some() {
             return Err(ConfigError::Invalid {
                 field: "limits",
                 value: format!("{} and another {:?} dimension", d.kind, d.kind.unit()),
-                reason: "time compression (hub verify --backend redis) takes one requests and \
-                         one tokens dimension; use --time-scale 1",
+                reason: "time compression (hub verify --backend redis) takes one dimension per \
+                         unit (requests, tokens, input tokens, output tokens); use --time-scale 1",
             });
         }
         *slot = rate;
@@ -272,8 +275,18 @@ pub fn render(o: &VerifyOutcome) -> String {
     match &o.counterexample {
         None => {
             let r = &o.report;
+            let by: Vec<String> = r
+                .refused_by
+                .iter()
+                .map(|(d, n)| format!("{n} on {d}"))
+                .collect();
+            let by = if by.is_empty() {
+                String::new()
+            } else {
+                format!(" (waits: {})", by.join(", "))
+            };
             format!(
-                "{}: {} traces, {} steps: {} admitted, {} refused, {} exact-wait probes, {} \
+                "{}: {} traces, {} steps: {} admitted, {} refused{by}, {} exact-wait probes, {} \
                  reconciled, {} queued, {} with the clock back: every property holds",
                 o.limiter,
                 r.traces,
@@ -293,6 +306,35 @@ pub fn render(o: &VerifyOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compress_keeps_input_and_output_token_dimensions_and_charge_at() {
+        let cfg = RateLimitConfig::from_toml(
+            "limits = { rpm = 60, itpm = 6000, otpm = 2000 }\ncharge_at = { output = \"usage\" }",
+        )
+        .unwrap();
+        let c = compress(&cfg, 600).unwrap();
+        let kinds: Vec<_> = c
+            .dimensions()
+            .unwrap()
+            .iter()
+            .map(|l| (l.kind, l.amount))
+            .collect();
+        let w = Duration::from_millis(100);
+        use crate::limiter::RateLimitType::*;
+        assert_eq!(
+            kinds,
+            [
+                (RequestsPer(w), 60),
+                (InputTokensPer(w), 6000),
+                (OutputTokensPer(w), 2000)
+            ]
+        );
+        assert_eq!(c.charge_at, cfg.charge_at);
+        let two =
+            RateLimitConfig::from_toml("limits = { otpm = 60, output_tokens = \"5/1s\" }").unwrap();
+        assert!(compress(&two, 10).is_err(), "one field per unit");
+    }
 
     #[test]
     fn compress_divides_windows_and_keeps_amounts_and_bursts() {

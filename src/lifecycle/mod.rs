@@ -100,10 +100,12 @@ pub enum Event {
         waited: Duration,
     },
     /// The attempt succeeded (a whole response, or a stream read to its end) using
-    /// `tokens` tokens in all.
+    /// `usage`.
     Responded {
-        /// Prompt plus output tokens, as reported (or counted).
-        tokens: u64,
+        /// Tokens used, as reported (or counted): the total, and input (prompt) and output
+        /// tokens apart when known ([`Cost::with_split`]); its `requests` is ignored (the
+        /// lifecycle records one request).
+        usage: Cost,
         /// The response's header view.
         meta: ResponseMeta,
     },
@@ -122,17 +124,17 @@ pub enum Event {
         /// The error response's header view.
         meta: ResponseMeta,
     },
-    /// A stream broke after it opened, having used `tokens` so far.
+    /// A stream broke after it opened, having used `usage` so far.
     StreamBroken {
-        /// Prompt plus output tokens streamed.
-        tokens: u64,
+        /// Prompt plus output tokens streamed (split when known; `requests` ignored).
+        usage: Cost,
         /// The stream's header view.
         meta: ResponseMeta,
     },
-    /// The caller dropped a stream before its end, having used `tokens` so far.
+    /// The caller dropped a stream before its end, having used `usage` so far.
     StreamDropped {
-        /// Prompt plus output tokens streamed.
-        tokens: u64,
+        /// Prompt plus output tokens streamed (split when known; `requests` ignored).
+        usage: Cost,
         /// The stream's header view.
         meta: ResponseMeta,
     },
@@ -297,11 +299,9 @@ impl RequestLifecycle {
                 self.waited += waited;
                 self.finish(Outcome::Refused)
             }
-            (State::Sending, Event::Responded { tokens, meta }) => self.record(
-                Cost::request(tokens),
-                meta,
-                Next::Finish(Outcome::Completed),
-            ),
+            (State::Sending, Event::Responded { usage, meta }) => {
+                self.record(one_request(usage), meta, Next::Finish(Outcome::Completed))
+            }
             (State::Sending, Event::Failed { error, meta }) => {
                 let charge = charge_after(&error, self.estimate);
                 self.record(charge, meta, Next::Retry(error))
@@ -310,14 +310,12 @@ impl RequestLifecycle {
                 let charge = charge_after(&error, self.estimate);
                 self.record(charge, meta, Next::Finish(Outcome::Rerouted))
             }
-            (State::Sending, Event::StreamBroken { tokens, meta }) => {
-                self.record(Cost::request(tokens), meta, Next::Finish(Outcome::Failed))
+            (State::Sending, Event::StreamBroken { usage, meta }) => {
+                self.record(one_request(usage), meta, Next::Finish(Outcome::Failed))
             }
-            (State::Sending, Event::StreamDropped { tokens, meta }) => self.record(
-                Cost::request(tokens),
-                meta,
-                Next::Finish(Outcome::Cancelled),
-            ),
+            (State::Sending, Event::StreamDropped { usage, meta }) => {
+                self.record(one_request(usage), meta, Next::Finish(Outcome::Cancelled))
+            }
             (State::Recording(next), Event::Recorded) => self.after_record(next),
             (State::BackingOff { .. }, Event::BackoffDecided(Some(delay))) => {
                 self.state = State::Sleeping;
@@ -393,6 +391,15 @@ fn final_outcome(throttled: bool) -> Outcome {
         Outcome::Throttled
     } else {
         Outcome::Failed
+    }
+}
+
+/// The actual cost of one attempt that used `usage`: one request and its tokens (split as
+/// reported).
+fn one_request(usage: Cost) -> Cost {
+    Cost {
+        requests: 1,
+        ..usage
     }
 }
 

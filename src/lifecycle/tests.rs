@@ -8,6 +8,8 @@ use crate::limiter::{Cost, ErrorInfo, ResponseMeta};
 const EST: Cost = Cost {
     requests: 1,
     tokens: 500,
+    input_tokens: None,
+    output_tokens: None,
 };
 
 fn machine(config: LifecycleConfig) -> RequestLifecycle {
@@ -63,10 +65,18 @@ fn every_way_an_attempt_ends_is_charged_by_one_rule() {
         ChargeRow {
             rule: "success: the actual usage",
             event: Event::Responded {
-                tokens: 120,
+                usage: Cost::tokens(120),
                 meta: meta(200, None),
             },
             charged: Cost::request(120),
+        },
+        ChargeRow {
+            rule: "success: the actual usage, input and output apart when reported",
+            event: Event::Responded {
+                usage: Cost::ZERO.with_split(100, 20),
+                meta: meta(200, None),
+            },
+            charged: Cost::request(0).with_split(100, 20),
         },
         ChargeRow {
             rule: "429: nothing, the server did not admit it",
@@ -127,7 +137,7 @@ fn every_way_an_attempt_ends_is_charged_by_one_rule() {
         ChargeRow {
             rule: "stream broken after it opened: what was streamed",
             event: Event::StreamBroken {
-                tokens: 42,
+                usage: Cost::tokens(42),
                 meta: meta(200, None),
             },
             charged: Cost::request(42),
@@ -135,7 +145,7 @@ fn every_way_an_attempt_ends_is_charged_by_one_rule() {
         ChargeRow {
             rule: "stream dropped by the caller: what was streamed",
             event: Event::StreamDropped {
-                tokens: 7,
+                usage: Cost::tokens(7),
                 meta: meta(200, None),
             },
             charged: Cost::request(7),
@@ -185,7 +195,7 @@ fn what_follows_each_failure_is_decided_by_one_rule() {
         RetryRow {
             rule: "success finishes",
             event: Event::Responded {
-                tokens: 1,
+                usage: Cost::tokens(1),
                 meta: meta(200, None),
             },
             then: Action::Finish(Outcome::Completed),
@@ -231,7 +241,7 @@ fn what_follows_each_failure_is_decided_by_one_rule() {
         RetryRow {
             rule: "a broken stream is never retried",
             event: Event::StreamBroken {
-                tokens: 3,
+                usage: Cost::tokens(3),
                 meta: meta(200, None),
             },
             then: Action::Finish(Outcome::Failed),
@@ -239,7 +249,7 @@ fn what_follows_each_failure_is_decided_by_one_rule() {
         RetryRow {
             rule: "a dropped stream finishes as cancelled",
             event: Event::StreamDropped {
-                tokens: 3,
+                usage: Cost::tokens(3),
                 meta: meta(200, None),
             },
             then: Action::Finish(Outcome::Cancelled),
@@ -373,7 +383,7 @@ fn without_a_limiter_nothing_is_acquired_or_recorded_but_retries_remain() {
         m.handle(
             20,
             Event::Responded {
-                tokens: 5,
+                usage: Cost::tokens(5),
                 meta: meta(200, None)
             }
         ),
@@ -443,9 +453,15 @@ fn the_estimate_is_the_providers_admission_rule() {
         n: 2,
     };
     let mut m = RequestLifecycle::new(&AdmissionRule::AZURE, &size, LifecycleConfig::default());
-    assert_eq!(m.start(), Action::Acquire(Cost::request(150 + 32)));
+    assert_eq!(
+        m.start(),
+        Action::Acquire(Cost::request(150 + 32).with_split(150, 32))
+    );
     let mut m = RequestLifecycle::new(&AdmissionRule::OPENAI, &size, LifecycleConfig::default());
-    assert_eq!(m.start(), Action::Acquire(Cost::request(150 + 2048)));
+    assert_eq!(
+        m.start(),
+        Action::Acquire(Cost::request(150 + 2048).with_split(150, 2048))
+    );
 }
 
 #[test]

@@ -12,7 +12,8 @@ use super::Cost;
 use crate::units::{de_opt_duration, de_opt_rate, Rate};
 
 /// One dimension a limit counts in. Requests dimensions count each request as 1; tokens
-/// dimensions count the request's token estimate.
+/// dimensions count the request's token estimate — all of it (total), or its input or its
+/// output part (see [`Cost`] for an estimate whose split is unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateLimitType {
     /// Requests per second.
@@ -25,6 +26,14 @@ pub enum RateLimitType {
     TokensPerMinute,
     /// Tokens per an arbitrary window.
     TokensPer(Duration),
+    /// Input (prompt) tokens per minute.
+    InputTokensPerMinute,
+    /// Input (prompt) tokens per an arbitrary window.
+    InputTokensPer(Duration),
+    /// Output (completion) tokens per minute.
+    OutputTokensPerMinute,
+    /// Output (completion) tokens per an arbitrary window.
+    OutputTokensPer(Duration),
     /// Requests in flight at once (released when the permit is recorded or dropped).
     Concurrent,
 }
@@ -34,8 +43,27 @@ pub enum RateLimitType {
 pub enum Unit {
     /// Each request counts 1.
     Requests,
-    /// Each request counts its token estimate (reconciled with actual usage later).
+    /// Each request counts its total token estimate (reconciled with actual usage later).
     Tokens,
+    /// Each request counts its input-token estimate ([`Cost::input`]).
+    InputTokens,
+    /// Each request counts its output-token estimate ([`Cost::output`]).
+    OutputTokens,
+}
+
+impl Unit {
+    /// Every unit, in a stable order.
+    pub const ALL: [Unit; 4] = [
+        Unit::Requests,
+        Unit::Tokens,
+        Unit::InputTokens,
+        Unit::OutputTokens,
+    ];
+
+    /// Whether the unit counts tokens (total, input or output) rather than requests.
+    pub fn is_tokens(self) -> bool {
+        self != Unit::Requests
+    }
 }
 
 impl RateLimitType {
@@ -43,7 +71,12 @@ impl RateLimitType {
     pub fn unit(self) -> Unit {
         match self {
             Self::TokensPerMinute | Self::TokensPer(_) => Unit::Tokens,
-            _ => Unit::Requests,
+            Self::InputTokensPerMinute | Self::InputTokensPer(_) => Unit::InputTokens,
+            Self::OutputTokensPerMinute | Self::OutputTokensPer(_) => Unit::OutputTokens,
+            Self::RequestsPerSecond
+            | Self::RequestsPerMinute
+            | Self::RequestsPer(_)
+            | Self::Concurrent => Unit::Requests,
         }
     }
 
@@ -51,18 +84,21 @@ impl RateLimitType {
     pub fn window(self) -> Option<Duration> {
         match self {
             Self::RequestsPerSecond => Some(Duration::from_secs(1)),
-            Self::RequestsPerMinute | Self::TokensPerMinute => Some(Duration::from_secs(60)),
-            Self::RequestsPer(w) | Self::TokensPer(w) => Some(w),
+            Self::RequestsPerMinute
+            | Self::TokensPerMinute
+            | Self::InputTokensPerMinute
+            | Self::OutputTokensPerMinute => Some(Duration::from_secs(60)),
+            Self::RequestsPer(w)
+            | Self::TokensPer(w)
+            | Self::InputTokensPer(w)
+            | Self::OutputTokensPer(w) => Some(w),
             Self::Concurrent => None,
         }
     }
 
     /// The part of `cost` this dimension counts.
     pub fn cost_of(self, cost: Cost) -> u64 {
-        match self.unit() {
-            Unit::Requests => cost.requests,
-            Unit::Tokens => cost.tokens,
-        }
+        cost.in_unit(self.unit())
     }
 }
 
@@ -74,6 +110,10 @@ impl fmt::Display for RateLimitType {
             Self::RequestsPer(w) => write!(f, "requests per {w:?}"),
             Self::TokensPerMinute => f.write_str("tokens per minute (TPM)"),
             Self::TokensPer(w) => write!(f, "tokens per {w:?}"),
+            Self::InputTokensPerMinute => f.write_str("input tokens per minute (ITPM)"),
+            Self::InputTokensPer(w) => write!(f, "input tokens per {w:?}"),
+            Self::OutputTokensPerMinute => f.write_str("output tokens per minute (OTPM)"),
+            Self::OutputTokensPer(w) => write!(f, "output tokens per {w:?}"),
             Self::Concurrent => f.write_str("concurrent requests"),
         }
     }
@@ -102,9 +142,10 @@ impl Limit {
     }
 }
 
-/// The limits of a key as written in TOML, e.g. `limits = { rpm = 500, tpm = 30000 }` or
-/// `limits = { requests = "10/10s", tpm = 50000 }`. Every field is optional; each present
-/// field adds one dimension.
+/// The limits of a key as written in TOML, e.g. `limits = { rpm = 500, tpm = 30000 }`,
+/// `limits = { requests = "10/10s", tpm = 50000 }` or
+/// `limits = { rpm = 50, itpm = 30000, otpm = 8000 }`. Every field is optional; each
+/// present field adds one dimension.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -123,6 +164,18 @@ pub struct Limits {
     /// Tokens per any window: `"50000/10s"`.
     #[serde(default, deserialize_with = "de_opt_rate")]
     pub tokens: Option<Rate>,
+    /// Input (prompt) tokens per minute.
+    #[serde(default)]
+    pub itpm: Option<u64>,
+    /// Output (completion) tokens per minute.
+    #[serde(default)]
+    pub otpm: Option<u64>,
+    /// Input tokens per any window: `"5000/10s"`.
+    #[serde(default, deserialize_with = "de_opt_rate")]
+    pub input_tokens: Option<Rate>,
+    /// Output tokens per any window: `"1000/10s"`.
+    #[serde(default, deserialize_with = "de_opt_rate")]
+    pub output_tokens: Option<Rate>,
     /// Requests in flight at once.
     #[serde(default)]
     pub concurrent: Option<u64>,
@@ -159,25 +212,134 @@ pub enum TokenAccounting {
 impl TokenAccounting {
     /// What `record_usage` gives back for a permit that `charged` at admission and whose
     /// request used `actual`: `(requests, tokens)`, each positive for a refund, negative for
-    /// an extra charge. Every backend applies this one rule.
-    ///
-    /// `Actual` gives back `charged − actual` (or charges the excess). `Estimate` keeps the
-    /// charge whatever the actual usage — except for a permit that charged nothing at
-    /// admission (an after-the-fact report such as `update_usage`): there the actual usage
-    /// is all there is, and all of it is charged.
+    /// an extra charge — [`reconcile_units`](Self::reconcile_units) with every dimension
+    /// charged at admission, its requests and total tokens.
     pub fn reconcile(self, charged: Cost, actual: Cost) -> (i64, i64) {
-        let delta = |est: u64, act: u64| {
-            i64::try_from(est)
-                .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(act).unwrap_or(i64::MAX))
+        let r = self.reconcile_units(ChargeAt::default(), charged, actual);
+        (r.requests, r.tokens)
+    }
+
+    /// What `record_usage` gives back, per unit, for a permit that `charged` at admission
+    /// (already shaped by [`ChargeAt::admission_cost`]) and whose request used `actual`.
+    /// Every backend applies this one rule.
+    ///
+    /// `Actual` gives back `charged − actual` in each unit (or charges the excess).
+    /// `Estimate` keeps the charge whatever the actual usage in units charged at admission;
+    /// a unit charged at usage (`charge_at`) was charged nothing, so its actual usage is
+    /// charged in full. A permit that charged nothing at all (an after-the-fact report such
+    /// as `update_usage`) is charged its whole actual usage under either rule. An unknown
+    /// input/output split counts as the whole total (see [`Cost`]).
+    pub fn reconcile_units(self, charge_at: ChargeAt, charged: Cost, actual: Cost) -> Refund {
+        let nothing_charged = charged.is_zero();
+        let delta = |unit: Unit| {
+            if self == Self::Estimate
+                && !nothing_charged
+                && charge_at.of(unit) == ChargeTime::Admission
+            {
+                return 0;
+            }
+            signed(charged.in_unit(unit)).saturating_sub(signed(actual.in_unit(unit)))
         };
-        if self == Self::Estimate && charged != Cost::ZERO {
-            return (0, 0);
+        Refund {
+            requests: delta(Unit::Requests),
+            tokens: delta(Unit::Tokens),
+            input_tokens: delta(Unit::InputTokens),
+            output_tokens: delta(Unit::OutputTokens),
         }
-        (
-            delta(charged.requests, actual.requests),
-            delta(charged.tokens, actual.tokens),
-        )
+    }
+}
+
+fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// What a reconciliation gives back (positive) or charges on top (negative), per unit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refund {
+    /// Requests, on request dimensions.
+    pub requests: i64,
+    /// Total tokens, on total-token dimensions.
+    pub tokens: i64,
+    /// Input tokens, on input-token dimensions.
+    pub input_tokens: i64,
+    /// Output tokens, on output-token dimensions.
+    pub output_tokens: i64,
+}
+
+impl Refund {
+    /// The change for dimensions counting in `unit`.
+    pub fn of(&self, unit: Unit) -> i64 {
+        match unit {
+            Unit::Requests => self.requests,
+            Unit::Tokens => self.tokens,
+            Unit::InputTokens => self.input_tokens,
+            Unit::OutputTokens => self.output_tokens,
+        }
+    }
+
+    /// Whether it changes nothing.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// When a token dimension is charged: with the estimate at admission (then reconciled per
+/// [`TokenAccounting`]), or only with the actual usage that `record_usage` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeTime {
+    /// The estimate is charged at admission (e.g. output as `max_tokens` × `n`).
+    #[default]
+    Admission,
+    /// Nothing is charged at admission — the dimension only has to be not overdrawn to
+    /// admit — and the actual usage is charged when it is recorded.
+    Usage,
+}
+
+/// When each token unit is charged, as written in TOML: `charge_at = { output = "usage" }`.
+/// Every field defaults to `admission`. Requests are always charged at admission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChargeAt {
+    /// Total-token dimensions (`tpm`, `tokens`).
+    #[serde(default)]
+    pub tokens: ChargeTime,
+    /// Input-token dimensions (`itpm`, `input_tokens`).
+    #[serde(default)]
+    pub input: ChargeTime,
+    /// Output-token dimensions (`otpm`, `output_tokens`).
+    #[serde(default)]
+    pub output: ChargeTime,
+}
+
+impl ChargeAt {
+    /// When dimensions counting in `unit` are charged.
+    pub fn of(&self, unit: Unit) -> ChargeTime {
+        match unit {
+            Unit::Requests => ChargeTime::Admission,
+            Unit::Tokens => self.tokens,
+            Unit::InputTokens => self.input,
+            Unit::OutputTokens => self.output,
+        }
+    }
+
+    /// What admitting `estimate` charges: the estimate, with every unit charged at usage
+    /// set to zero (the split made explicit first, so an unknown part stays counted as the
+    /// total where it is charged at admission). Idempotent.
+    pub fn admission_cost(&self, estimate: Cost) -> Cost {
+        if *self == Self::default() {
+            return estimate;
+        }
+        let keep = |unit: Unit| match self.of(unit) {
+            ChargeTime::Admission => estimate.in_unit(unit),
+            ChargeTime::Usage => 0,
+        };
+        Cost {
+            requests: estimate.requests,
+            tokens: keep(Unit::Tokens),
+            input_tokens: Some(keep(Unit::InputTokens)),
+            output_tokens: Some(keep(Unit::OutputTokens)),
+        }
     }
 }
 
@@ -219,6 +381,10 @@ pub struct RateLimitConfig {
     /// How actual usage is reconciled with the estimate.
     #[serde(default)]
     pub accounting: TokenAccounting,
+    /// When each token unit is charged (at admission by default; `usage` for a provider
+    /// that counts, e.g., output tokens as they are generated).
+    #[serde(default)]
+    pub charge_at: ChargeAt,
     /// The longest `acquire` waits before failing with `LimitError::Timeout`; none = no limit.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub max_wait: Option<Duration>,
@@ -254,6 +420,7 @@ impl Default for RateLimitConfig {
             headroom: one(),
             burst: None,
             accounting: TokenAccounting::default(),
+            charge_at: ChargeAt::default(),
             max_wait: None,
             max_waiters: default_max_waiters(),
             backoff: BackoffConfig::default(),
@@ -280,7 +447,8 @@ impl RateLimitConfig {
     }
 
     /// The resolved dimensions, headroom and burst applied, in a stable order
-    /// (RPS, RPM, requests, TPM, tokens, concurrent). Errors name the offending field.
+    /// (RPS, RPM, requests, TPM, tokens, ITPM, input tokens, OTPM, output tokens,
+    /// concurrent). Errors name the offending field.
     pub fn dimensions(&self) -> Result<Vec<Limit>, ConfigError> {
         let headroom = self.headroom;
         if !(headroom > 0.0 && headroom <= 1.0) {
@@ -327,6 +495,26 @@ impl RateLimitConfig {
         }
         if let Some(r) = l.tokens {
             push("tokens", RateLimitType::TokensPer(r.per), r.amount)?;
+        }
+        if let Some(n) = l.itpm {
+            push("itpm", RateLimitType::InputTokensPerMinute, n as f64)?;
+        }
+        if let Some(r) = l.input_tokens {
+            push(
+                "input_tokens",
+                RateLimitType::InputTokensPer(r.per),
+                r.amount,
+            )?;
+        }
+        if let Some(n) = l.otpm {
+            push("otpm", RateLimitType::OutputTokensPerMinute, n as f64)?;
+        }
+        if let Some(r) = l.output_tokens {
+            push(
+                "output_tokens",
+                RateLimitType::OutputTokensPer(r.per),
+                r.amount,
+            )?;
         }
         if let Some(n) = l.concurrent {
             if n == 0 {
@@ -535,5 +723,120 @@ mod tests {
         assert_eq!(rpm(&LimitKey::new("p", "m")), Some(3));
         assert_eq!(rpm(&LimitKey::new("p", "m").with_deployment("d")), Some(4));
         assert_eq!(rpm(&LimitKey::new("p", "m").with_deployment("e")), Some(3));
+    }
+
+    #[test]
+    fn input_and_output_token_limits_resolve_next_to_requests_and_tokens() {
+        let cfg = RateLimitConfig::from_toml(
+            "limits = { rpm = 50, tpm = 90000, itpm = 30000, otpm = 8000, \
+             input_tokens = \"500/1s\", output_tokens = \"100/1s\" }\nheadroom = 0.5",
+        )
+        .unwrap();
+        let kinds: Vec<(RateLimitType, u64)> = cfg
+            .dimensions()
+            .unwrap()
+            .iter()
+            .map(|d| (d.kind, d.amount))
+            .collect();
+        let s = Duration::from_secs(1);
+        assert_eq!(
+            kinds,
+            [
+                (RateLimitType::RequestsPerMinute, 25),
+                (RateLimitType::TokensPerMinute, 45000),
+                (RateLimitType::InputTokensPerMinute, 15000),
+                (RateLimitType::InputTokensPer(s), 250),
+                (RateLimitType::OutputTokensPerMinute, 4000),
+                (RateLimitType::OutputTokensPer(s), 50),
+            ]
+        );
+        assert_eq!(kinds[2].0.unit(), Unit::InputTokens);
+        assert_eq!(kinds[4].0.unit(), Unit::OutputTokens);
+        assert_eq!(kinds[4].0.window(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            RateLimitType::OutputTokensPerMinute.to_string(),
+            "output tokens per minute (OTPM)"
+        );
+        let e = RateLimitConfig::from_toml("limits = { otpm = 1 }\nheadroom = 0.5").unwrap_err();
+        assert!(e.to_string().contains("`otpm`"), "{e}");
+        let e = RateLimitConfig::from_toml("limits = { itpm = -3 }").unwrap_err();
+        assert!(e.to_string().contains("itpm"), "{e}");
+    }
+
+    #[test]
+    fn each_dimension_counts_its_part_and_an_unknown_split_counts_the_total() {
+        let c = Cost::request(0).with_split(30, 70);
+        assert_eq!((c.requests, c.tokens), (1, 100));
+        assert_eq!(RateLimitType::InputTokensPerMinute.cost_of(c), 30);
+        assert_eq!(RateLimitType::OutputTokensPerMinute.cost_of(c), 70);
+        assert_eq!(RateLimitType::TokensPerMinute.cost_of(c), 100);
+        assert_eq!(RateLimitType::RequestsPerMinute.cost_of(c), 1);
+        let unknown = Cost::request(100);
+        assert_eq!(RateLimitType::InputTokensPerMinute.cost_of(unknown), 100);
+        assert_eq!(RateLimitType::OutputTokensPerMinute.cost_of(unknown), 100);
+        assert!(Cost::ZERO.is_zero() && Cost::ZERO.with_split(0, 0).is_zero());
+        assert!(!Cost::ZERO.with_split(0, 1).is_zero());
+    }
+
+    #[test]
+    fn reconciliation_refunds_or_charges_each_part_to_actual() {
+        use TokenAccounting::*;
+        let est = Cost::request(0).with_split(100, 500);
+        let actual = Cost::request(0).with_split(120, 80);
+        let all = ChargeAt::default();
+        assert_eq!(
+            Actual.reconcile_units(all, est, actual),
+            Refund {
+                requests: 0,
+                tokens: 400,
+                input_tokens: -20,
+                output_tokens: 420
+            }
+        );
+        assert_eq!(Actual.reconcile(est, actual), (0, 400));
+        assert!(Estimate.reconcile_units(all, est, actual).is_zero());
+        // Actual usage without a split: both parts count the total (never more permissive).
+        let r = Actual.reconcile_units(all, est, Cost::request(200));
+        assert_eq!((r.input_tokens, r.output_tokens), (-100, 300));
+        // Nothing charged at admission: everything reported is charged, per part.
+        let r = Estimate.reconcile_units(all, Cost::ZERO, actual);
+        assert_eq!(
+            (r.tokens, r.input_tokens, r.output_tokens),
+            (-200, -120, -80)
+        );
+    }
+
+    #[test]
+    fn output_charged_at_usage_is_free_at_admission_and_charged_in_full_after() {
+        use TokenAccounting::*;
+        let cfg = RateLimitConfig::from_toml(
+            "limits = { otpm = 600 }\ncharge_at = { output = \"usage\" }",
+        )
+        .unwrap();
+        let at = cfg.charge_at;
+        assert_eq!(at.of(Unit::OutputTokens), ChargeTime::Usage);
+        assert_eq!(at.of(Unit::InputTokens), ChargeTime::Admission);
+        let est = Cost::request(0).with_split(100, 500);
+        let charged = at.admission_cost(est);
+        assert_eq!(
+            (charged.input(), charged.output(), charged.tokens),
+            (100, 0, 600)
+        );
+        assert_eq!(at.admission_cost(charged), charged, "idempotent");
+        // An unknown split keeps its total on input, charged at admission.
+        let c = at.admission_cost(Cost::request(40));
+        assert_eq!((c.input(), c.output(), c.tokens), (40, 0, 40));
+        let actual = Cost::request(0).with_split(100, 70);
+        for rule in [Actual, Estimate] {
+            let r = rule.reconcile_units(at, charged, actual);
+            assert_eq!(
+                r.output_tokens, -70,
+                "{rule:?}: the output is charged as used"
+            );
+        }
+        assert_eq!(Actual.reconcile_units(at, charged, actual).input_tokens, 0);
+        assert_eq!(Estimate.reconcile_units(at, charged, actual).tokens, 0);
+        assert!(RateLimitConfig::from_toml("charge_at = { outptu = \"usage\" }").is_err());
+        assert!(RateLimitConfig::from_toml("charge_at = { output = \"later\" }").is_err());
     }
 }

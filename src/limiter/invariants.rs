@@ -24,6 +24,10 @@
 //! checks what it admitted with these functions, and shrinks a failure to a minimal
 //! counterexample. `hub verify` runs it on a scenario's limiters.
 //!
+//! A limit's unit does not matter to the checkers: the trace is in the limit's own unit —
+//! requests, total tokens, or for an input- or output-token limit (`itpm`, `otpm`, …) each
+//! admission's input or output part ([`RateLimitType::cost_of`](super::RateLimitType::cost_of)).
+//!
 //! All checks run in O(n) (O(n log n) for the counter, or when the trace is not sorted by
 //! time) in exact integer arithmetic, exact while `Σ cost · window_ns` and
 //! `amount · span_ns` stay below 2^126 (they saturate beyond, never panic).
@@ -590,5 +594,29 @@ mod tests {
             "{v}"
         );
         assert_eq!(check(Strategy::TokenBucket, &l, &[]), None);
+    }
+
+    #[test]
+    fn an_output_token_limit_is_checked_on_the_output_part_of_each_admission() {
+        use crate::limiter::Cost;
+        let otpm = Limit {
+            kind: RateLimitType::OutputTokensPerMinute,
+            amount: 600,
+            burst: 600,
+        };
+        // 500 output tokens, then 200 more 5 s later: 700 > 600 + 600·5/60 = 650.
+        let costs = [
+            (0, Cost::request(0).with_split(900, 500)),
+            (5 * S, Cost::request(0).with_split(10, 200)),
+        ];
+        let trace: Vec<(Nanos, u64)> = costs
+            .iter()
+            .map(|&(t, c)| (t, otpm.kind.cost_of(c)))
+            .collect();
+        let v = check(Strategy::TokenBucket, &otpm, &trace).unwrap();
+        assert_eq!((v.admitted, v.bound), (700, 650));
+        // 10 s later instead: 600 + 100 = 700 allowed.
+        let later = [(0, 500), (10 * S, 200)];
+        assert_eq!(check(Strategy::TokenBucket, &otpm, &later), None);
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use crate::clock::{nanos, Clock, Nanos};
 
 use super::backoff::{BackoffConfig, ErrorInfo, RetryPolicy};
-use super::config::{ConfigError, LimiterConfig, RateLimitConfig, TokenAccounting, Unit};
+use super::config::{ChargeAt, ConfigError, LimiterConfig, RateLimitConfig, TokenAccounting, Unit};
 use super::meta::ResponseMeta;
 use super::multi::MultiLimit;
 use super::{
@@ -98,6 +98,8 @@ struct KeyState {
     /// The key's hash in the map.
     hash: u64,
     accounting: TokenAccounting,
+    /// When each token unit is charged; applied to every estimate before admission.
+    charge_at: ChargeAt,
     max_wait: Option<Duration>,
     max_waiters: usize,
     pause_jitter: f64,
@@ -288,6 +290,7 @@ impl KeyedLimiter {
             key: key.clone(),
             hash,
             accounting: cfg.accounting,
+            charge_at: cfg.charge_at,
             max_wait: cfg.max_wait,
             max_waiters: cfg.max_waiters,
             pause_jitter: cfg.pause_jitter,
@@ -369,6 +372,7 @@ impl KeyedLimiter {
         estimate: Cost,
         behind: usize,
     ) -> Result<Permit, Denial> {
+        let estimate = state.charge_at.admission_cost(estimate);
         let now = {
             let mut inner = state.inner.lock();
             // Read under the lock, never below the key's last reading: admission times are
@@ -420,15 +424,19 @@ impl KeyedLimiter {
         meta: &ResponseMeta,
     ) -> UsageRecord {
         let est = permit.charged();
-        let (refund_requests, refund_tokens) =
-            permit.accounting(state.accounting).reconcile(est, actual);
+        let refund =
+            permit
+                .accounting(state.accounting)
+                .reconcile_units(state.charge_at, est, actual);
+        let refund_tokens = refund.tokens;
         let (now, paused_for, waiting) = {
             let mut inner = state.inner.lock();
             // Not before the key's admissions (see `admit_now`).
             let now = self.clock.now_at_least(inner.last_now);
             inner.last_now = inner.last_now.max(now);
-            inner.limits.adjust(now, Unit::Tokens, refund_tokens);
-            inner.limits.adjust(now, Unit::Requests, refund_requests);
+            for unit in Unit::ALL {
+                inner.limits.adjust(now, unit, refund.of(unit));
+            }
             inner.tokens_charged = if refund_tokens >= 0 {
                 inner.tokens_charged.saturating_sub(refund_tokens as u64)
             } else {
@@ -514,6 +522,7 @@ impl KeyedLimiter {
 
     async fn acquire_queued(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, LimitError> {
         let state = self.state(key);
+        let estimate = state.charge_at.admission_cost(estimate);
         let start = self.clock.now();
         let ticket = {
             let mut inner = state.inner.lock();

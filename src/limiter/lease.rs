@@ -27,8 +27,9 @@
 //! checks the bound on simulated processes on a manual clock, and that the worst case
 //! does exceed the plain limit.
 //!
-//! What leases do not do: keys with a concurrency limit go to the shared limiter on every
-//! request (slots cannot be spent ahead); a server pause (`retry_after` in a response, a
+//! What leases do not do: keys with a concurrency limit, or with a unit charged at usage
+//! (`charge_at`), go to the shared limiter on every request (slots cannot be spent ahead;
+//! a usage charge has no estimate to spend from a slice); a server pause (`retry_after` in a response, a
 //! rate-limit backoff) ends the key's lease so the next request sees the pause; a request
 //! that waits (`acquire`), or one larger than a slice, goes to the shared limiter for
 //! exactly its own cost. A lease ends when its lifetime passed or it cannot admit the next
@@ -44,7 +45,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde::Deserialize;
 
-use super::config::{LimiterConfig, RateLimitType, TokenAccounting, Unit};
+use super::config::{ChargeAt, ChargeTime, LimiterConfig, RateLimitType, TokenAccounting, Unit};
 use super::{
     Cost, Denial, ErrorInfo, LimitError, LimitKey, Permit, RateLimiter, ResponseMeta, UsageRecord,
     UsageStats,
@@ -123,8 +124,8 @@ struct KeyLeases {
     /// One lease's size; `None`: the key is not leased (no limit, or a concurrency limit).
     /// A unit that no dimension of the key counts has a slice of 0 and is not checked.
     slice: Option<Cost>,
-    /// Whether any dimension counts requests, tokens.
-    limits: (bool, bool),
+    /// Which of [`Unit::ALL`] some dimension of the key counts.
+    limits: [bool; 4],
     accounting: TokenAccounting,
     book: Mutex<Book>,
     /// One lease taken at a time per key.
@@ -143,10 +144,10 @@ struct Lease {
     /// The shared limiter's permit for the whole slice.
     shared: Permit,
     granted: Cost,
-    /// (requests, tokens) charged by local permits, reconciled as they are recorded
-    /// while the lease lives; may exceed `granted` when usage exceeded estimates (the
-    /// excess is charged when the lease goes back).
-    spent: (i64, i64),
+    /// Per unit of [`Unit::ALL`], charged by local permits, reconciled as they are
+    /// recorded while the lease lives; may exceed `granted` when usage exceeded estimates
+    /// (the excess is charged when the lease goes back).
+    spent: [i64; 4],
     expires: Nanos,
 }
 
@@ -188,9 +189,17 @@ impl LeasedLimiter {
         let limit = self.config.config_for(key).or(self.config.default.as_ref());
         let dims = limit.and_then(|l| l.dimensions().ok()).unwrap_or_default();
         let counts = |unit: Unit| dims.iter().any(|d| d.kind.unit() == unit);
-        let limits = (counts(Unit::Requests), counts(Unit::Tokens));
+        let limits = Unit::ALL.map(counts);
         let slice = {
-            if dims.is_empty() || dims.iter().any(|d| d.kind == RateLimitType::Concurrent) {
+            let usage_charged = limit.is_some_and(|l| {
+                Unit::ALL
+                    .iter()
+                    .any(|&u| l.charge_at.of(u) == ChargeTime::Usage)
+            });
+            if dims.is_empty()
+                || usage_charged
+                || dims.iter().any(|d| d.kind == RateLimitType::Concurrent)
+            {
                 None
             } else {
                 let of = |unit: Unit| {
@@ -201,9 +210,12 @@ impl LeasedLimiter {
                         // A unit no dimension counts: nothing to lease (and not checked).
                         .unwrap_or(0)
                 };
+                // Each part counted on its own (not a split of the total).
                 Some(Cost {
                     requests: of(Unit::Requests),
                     tokens: of(Unit::Tokens),
+                    input_tokens: Some(of(Unit::InputTokens)),
+                    output_tokens: Some(of(Unit::OutputTokens)),
                 })
             }
         };
@@ -236,12 +248,18 @@ impl LeasedLimiter {
                 .saturating_sub(spent)
                 >= i64::try_from(want).unwrap_or(i64::MAX)
         };
-        if now < lease.expires
-            && (!k.limits.0 || fits(lease.granted.requests, lease.spent.0, estimate.requests))
-            && (!k.limits.1 || fits(lease.granted.tokens, lease.spent.1, estimate.tokens))
-        {
-            lease.spent.0 = lease.spent.0.saturating_add_unsigned(estimate.requests);
-            lease.spent.1 = lease.spent.1.saturating_add_unsigned(estimate.tokens);
+        let room = Unit::ALL.iter().enumerate().all(|(i, &u)| {
+            !k.limits[i]
+                || fits(
+                    lease.granted.in_unit(u),
+                    lease.spent[i],
+                    estimate.in_unit(u),
+                )
+        });
+        if now < lease.expires && room {
+            for (i, &u) in Unit::ALL.iter().enumerate() {
+                lease.spent[i] = lease.spent[i].saturating_add_unsigned(estimate.in_unit(u));
+            }
             let ticket = LeaseTicket {
                 owner: k.clone(),
                 lease: *id,
@@ -257,9 +275,12 @@ impl LeasedLimiter {
         let Some(lease) = lease else {
             return;
         };
+        let spent = |i: usize| lease.spent[i].max(0) as u64;
         let spent = Cost {
-            requests: lease.spent.0.max(0) as u64,
-            tokens: lease.spent.1.max(0) as u64,
+            requests: spent(0),
+            tokens: spent(1),
+            input_tokens: Some(spent(2)),
+            output_tokens: Some(spent(3)),
         };
         if let Err(e) = self
             .shared
@@ -272,7 +293,12 @@ impl LeasedLimiter {
 
     /// Ends the key's current lease (a pause must be seen by the next request).
     async fn end_lease(&self, k: &Arc<KeyLeases>) {
-        let lease = k.book.lock().current.take().map(|(_, lease)| Box::new(lease));
+        let lease = k
+            .book
+            .lock()
+            .current
+            .take()
+            .map(|(_, lease)| Box::new(lease));
         self.give_back(lease).await;
     }
 
@@ -282,8 +308,10 @@ impl LeasedLimiter {
         slice: Cost,
         estimate: Cost,
     ) -> Result<Permit, Denial> {
-        let larger = (k.limits.0 && estimate.requests > slice.requests)
-            || (k.limits.1 && estimate.tokens > slice.tokens);
+        let larger = Unit::ALL
+            .iter()
+            .enumerate()
+            .any(|(i, &u)| k.limits[i] && estimate.in_unit(u) > slice.in_unit(u));
         if larger {
             // Larger than a slice: admitted as itself, so that no lease ever holds more than
             // a slice unspent (the overshoot bound's N × slice).
@@ -305,7 +333,7 @@ impl LeasedLimiter {
                 let lease = Lease {
                     shared,
                     granted: slice,
-                    spent: (0, 0),
+                    spent: [0; 4],
                     expires: now.saturating_add(nanos(self.settings.lifetime)),
                 };
                 let previous = {
@@ -376,13 +404,16 @@ impl RateLimiter for LeasedLimiter {
         };
         let k = ticket.owner.clone();
         let estimate = permit.charged();
-        let (refund_requests, refund_tokens) = k.accounting.reconcile(estimate, actual);
+        let refund = k
+            .accounting
+            .reconcile_units(ChargeAt::default(), estimate, actual);
         let live = {
             let mut book = k.book.lock();
             match book.current.as_mut() {
                 Some((id, lease)) if *id == ticket.lease => {
-                    lease.spent.0 = lease.spent.0.saturating_sub(refund_requests);
-                    lease.spent.1 = lease.spent.1.saturating_sub(refund_tokens);
+                    for (i, &u) in Unit::ALL.iter().enumerate() {
+                        lease.spent[i] = lease.spent[i].saturating_sub(refund.of(u));
+                    }
                     true
                 }
                 _ => false,
@@ -421,7 +452,7 @@ impl RateLimiter for LeasedLimiter {
             key: k.key.clone(),
             estimated_tokens: estimate.tokens,
             actual_tokens: actual.tokens,
-            refunded_tokens: refund_tokens,
+            refunded_tokens: refund.tokens,
             admitted_at: permit.admitted_at(),
             recorded_at: self.clock.now(),
             paused_for,

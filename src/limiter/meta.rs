@@ -18,6 +18,10 @@ pub struct ResponseMeta {
     pub remaining_requests: Option<u64>,
     /// Tokens left (`x-ratelimit-remaining-tokens`).
     pub remaining_tokens: Option<u64>,
+    /// Input tokens left, for a provider that limits input tokens apart.
+    pub remaining_input_tokens: Option<u64>,
+    /// Output tokens left, for a provider that limits output tokens apart.
+    pub remaining_output_tokens: Option<u64>,
     /// Time until the request quota is full again (`x-ratelimit-reset-requests`).
     pub reset_requests: Option<Duration>,
     /// Time until the token quota is full again (`x-ratelimit-reset-tokens`).
@@ -26,4 +30,16 @@ pub struct ResponseMeta {
     pub retry_after: Option<Duration>,
     /// The server's explicit retry verdict (`x-should-retry`).
     pub should_retry: Option<bool>,
+}
+
+impl ResponseMeta {
+    /// What the server reported as left for dimensions counting in `unit`.
+    pub fn remaining_in(&self, unit: super::Unit) -> Option<u64> {
+        match unit {
+            super::Unit::Requests => self.remaining_requests,
+            super::Unit::Tokens => self.remaining_tokens,
+            super::Unit::InputTokens => self.remaining_input_tokens,
+            super::Unit::OutputTokens => self.remaining_output_tokens,
+        }
+    }
 }

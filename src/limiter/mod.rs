@@ -40,19 +40,33 @@ pub mod token_bucket;
 
 pub use backoff::{BackoffConfig, BackoffStrategy, ErrorInfo};
 pub use config::{
-    Backend, ConfigError, KeyRule, Limit, LimiterConfig, Limits, RateLimitConfig, RateLimitType,
-    Strategy, TokenAccounting, Unit,
+    Backend, ChargeAt, ChargeTime, ConfigError, KeyRule, Limit, LimiterConfig, Limits,
+    RateLimitConfig, RateLimitType, Refund, Strategy, TokenAccounting, Unit,
 };
 pub use keyed::{KeyHandle, KeyedLimiter};
 pub use meta::ResponseMeta;
 
-/// What one request costs, in every unit a limit can count.
+/// What one request costs, in every unit a limit can count: requests, total tokens, and —
+/// when the caller knows the split — input (prompt) and output (completion) tokens.
+///
+/// `tokens` is what total-token dimensions (`tpm`, `tokens`) count. `input_tokens` and
+/// `output_tokens` are what input- and output-token dimensions (`itpm`, `otpm`, …) count;
+/// `None` means the split is unknown, and such a dimension then counts the whole `tokens`
+/// (an upper bound: never more permissive than the truth). [`Cost::with_split`] sets both
+/// parts and keeps `total = input + output`; a caller that builds the struct by hand may
+/// count a total apart from its parts (e.g. cached input counted in the total only).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Cost {
     /// Requests (1 for one API call).
     pub requests: u64,
     /// Tokens (prompt estimate + `max_tokens` × `n` before the call; actual usage after).
     pub tokens: u64,
+    /// Input tokens (the prompt estimate before the call; actual prompt usage after);
+    /// `None` = unknown, counted as `tokens` by input-token dimensions.
+    pub input_tokens: Option<u64>,
+    /// Output tokens (`max_tokens` × `n` before the call; actual completion usage after);
+    /// `None` = unknown, counted as `tokens` by output-token dimensions.
+    pub output_tokens: Option<u64>,
 }
 
 impl Cost {
@@ -60,22 +74,61 @@ impl Cost {
     pub const ZERO: Cost = Cost {
         requests: 0,
         tokens: 0,
+        input_tokens: None,
+        output_tokens: None,
     };
 
-    /// One request carrying `tokens` tokens.
+    /// One request carrying `tokens` tokens (split unknown).
     pub fn request(tokens: u64) -> Self {
         Self {
             requests: 1,
             tokens,
+            ..Self::ZERO
         }
     }
 
-    /// Tokens only, no request (e.g. usage reported after the fact).
+    /// Tokens only, no request (e.g. usage reported after the fact; split unknown).
     pub fn tokens(tokens: u64) -> Self {
         Self {
-            requests: 0,
             tokens,
+            ..Self::ZERO
         }
+    }
+
+    /// The same cost with its tokens split into `input` and `output` tokens; the total
+    /// `tokens` becomes `input + output` (saturating).
+    pub fn with_split(self, input: u64, output: u64) -> Self {
+        Self {
+            tokens: input.saturating_add(output),
+            input_tokens: Some(input),
+            output_tokens: Some(output),
+            ..self
+        }
+    }
+
+    /// Input tokens as input-token dimensions count them: the known part, else `tokens`.
+    pub fn input(&self) -> u64 {
+        self.input_tokens.unwrap_or(self.tokens)
+    }
+
+    /// Output tokens as output-token dimensions count them: the known part, else `tokens`.
+    pub fn output(&self) -> u64 {
+        self.output_tokens.unwrap_or(self.tokens)
+    }
+
+    /// What a dimension counting in `unit` counts of this cost.
+    pub fn in_unit(&self, unit: Unit) -> u64 {
+        match unit {
+            Unit::Requests => self.requests,
+            Unit::Tokens => self.tokens,
+            Unit::InputTokens => self.input(),
+            Unit::OutputTokens => self.output(),
+        }
+    }
+
+    /// Whether it counts nothing in any unit.
+    pub fn is_zero(&self) -> bool {
+        Unit::ALL.iter().all(|&u| self.in_unit(u) == 0)
     }
 }
 
@@ -247,7 +300,8 @@ impl Permit {
         }
     }
 
-    /// What was charged at admission (the estimate).
+    /// What was charged at admission: the estimate, with the token units the key charges at
+    /// usage set to zero ([`ChargeAt::admission_cost`]).
     pub fn charged(&self) -> Cost {
         self.charged
     }
@@ -491,6 +545,29 @@ impl UsageStats {
     /// Tokens that could be admitted now (`None` when no token dimension is configured).
     pub fn tokens_remaining(&self) -> Option<u64> {
         self.remaining_in(Unit::Tokens)
+    }
+
+    /// Input tokens that could be admitted now (`None` when no input-token dimension is
+    /// configured).
+    pub fn input_tokens_remaining(&self) -> Option<u64> {
+        self.remaining_in(Unit::InputTokens)
+    }
+
+    /// Output tokens that could be admitted now (`None` when no output-token dimension is
+    /// configured).
+    pub fn output_tokens_remaining(&self) -> Option<u64> {
+        self.remaining_in(Unit::OutputTokens)
+    }
+
+    /// How many more requests costing `cost` each could be admitted now: the smallest
+    /// `remaining / part` over the rate dimensions, each dividing by the part of `cost` it
+    /// counts (at least 1); `None` when no rate dimension is configured.
+    pub fn admissions_left(&self, cost: Cost) -> Option<u64> {
+        self.dimensions
+            .iter()
+            .filter(|d| d.dimension != RateLimitType::Concurrent)
+            .map(|d| d.remaining / d.dimension.cost_of(cost).max(1))
+            .min()
     }
 
     /// Time until every dimension is full again.

@@ -1,5 +1,5 @@
-//! Several dimensions of one key admitted all-or-nothing: RPM + TPM (OpenAI), requests per
-//! 10 s + TPM (Azure), plus an optional concurrency limit.
+//! Several dimensions of one key admitted all-or-nothing: requests and tokens per window,
+//! total tokens or input and output tokens apart, plus an optional concurrency limit.
 //!
 //! Admission checks every dimension first and commits to all of them only when all admit,
 //! so a refusal on one dimension consumes nothing on the others. The refusal reports the
@@ -154,11 +154,7 @@ impl MultiLimit {
     /// raises): the local view is never more permissive than the server's.
     pub fn apply_server_view(&mut self, now: Nanos, meta: &ResponseMeta) {
         for (limit, state) in &mut self.rates {
-            let remaining = match limit.kind.unit() {
-                Unit::Requests => meta.remaining_requests,
-                Unit::Tokens => meta.remaining_tokens,
-            };
-            if let Some(r) = remaining {
+            if let Some(r) = meta.remaining_in(limit.kind.unit()) {
                 state.clamp_remaining(now, r);
             }
         }
@@ -289,5 +285,155 @@ mod tests {
         let u = m.usage(0);
         assert_eq!(u[0].remaining, 3, "requests: server's 50 does not raise 3");
         assert_eq!(u[1].remaining, 100, "tokens lowered to the server's 100");
+    }
+
+    const STRATEGIES: [Strategy; 5] = [
+        Strategy::TokenBucket,
+        Strategy::Gcra,
+        Strategy::SlidingLog,
+        Strategy::SlidingCounter,
+        Strategy::LeakyBucket,
+    ];
+
+    /// RPM 60, ITPM 1000, OTPM 600 under `strategy`.
+    fn split_limits(strategy: Strategy) -> MultiLimit {
+        let cfg = RateLimitConfig::new(
+            strategy,
+            Limits {
+                rpm: Some(60),
+                itpm: Some(1000),
+                otpm: Some(600),
+                ..Limits::default()
+            },
+        );
+        MultiLimit::new(cfg.strategy, &cfg.dimensions().unwrap(), 0)
+    }
+
+    fn split(input: u64, output: u64) -> Cost {
+        Cost::request(0).with_split(input, output)
+    }
+
+    /// `cost` is refused at `now` on `dimension` without touching any dimension, refused
+    /// again 1 ns before the wait it names and admitted exactly at it.
+    fn refused_exactly(m: &mut MultiLimit, now: Nanos, cost: Cost, dimension: RateLimitType) {
+        let before = m.usage(now);
+        let d = m.try_admit(now, cost).unwrap_err();
+        assert_eq!(d.dimension(), Some(dimension), "{d}");
+        assert_eq!(m.usage(now), before, "all or nothing: {d}");
+        let wait = u64::try_from(d.retry_after().unwrap().as_nanos()).unwrap();
+        assert!(wait > 0);
+        assert!(
+            m.try_admit(now + wait - 1, cost).is_err(),
+            "1 ns early: {d}"
+        );
+        assert!(m.try_admit(now + wait, cost).is_ok(), "at the wait: {d}");
+    }
+
+    #[test]
+    fn input_tokens_refuse_alone_with_an_exact_wait_in_every_strategy() {
+        for s in STRATEGIES {
+            let mut m = split_limits(s);
+            m.try_admit(0, split(1000, 10)).unwrap();
+            refused_exactly(
+                &mut m,
+                0,
+                split(100, 1),
+                RateLimitType::InputTokensPerMinute,
+            );
+        }
+    }
+
+    #[test]
+    fn output_tokens_refuse_alone_with_an_exact_wait_in_every_strategy() {
+        for s in STRATEGIES {
+            let mut m = split_limits(s);
+            m.try_admit(0, split(10, 600)).unwrap();
+            refused_exactly(
+                &mut m,
+                0,
+                split(1, 60),
+                RateLimitType::OutputTokensPerMinute,
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_split_counts_the_whole_total_on_input_and_output() {
+        for s in STRATEGIES {
+            let mut m = split_limits(s);
+            m.try_admit(0, Cost::request(600)).unwrap();
+            let u = m.usage(0);
+            assert_eq!(u[1].dimension, RateLimitType::InputTokensPerMinute);
+            assert_eq!(u[2].dimension, RateLimitType::OutputTokensPerMinute);
+            if s != Strategy::LeakyBucket {
+                // (A pacer reports nothing left until its next slot.)
+                assert_eq!((u[1].remaining, u[2].remaining), (400, 0), "{s:?}");
+            }
+            assert_eq!(
+                m.try_admit(0, split(0, 1)).unwrap_err().dimension(),
+                Some(RateLimitType::OutputTokensPerMinute),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_part_above_its_capacity_never_fits() {
+        for s in STRATEGIES {
+            let mut m = split_limits(s);
+            assert_eq!(
+                m.try_admit(0, split(10, 601)),
+                Err(Denial::Exceeds {
+                    dimension: RateLimitType::OutputTokensPerMinute,
+                    cost: 601,
+                    capacity: 600
+                }),
+                "{s:?}"
+            );
+            assert_eq!(
+                m.try_admit(0, split(1001, 0)).unwrap_err().dimension(),
+                Some(RateLimitType::InputTokensPerMinute)
+            );
+        }
+    }
+
+    #[test]
+    fn reconciliation_and_the_server_view_move_each_part_alone() {
+        let mut m = split_limits(Strategy::TokenBucket);
+        m.try_admit(0, split(300, 500)).unwrap();
+        m.adjust(0, Unit::OutputTokens, 450);
+        let u = m.usage(0);
+        assert_eq!((u[1].remaining, u[2].remaining), (700, 550));
+        m.adjust(0, Unit::InputTokens, -100);
+        let u = m.usage(0);
+        assert_eq!((u[1].remaining, u[2].remaining), (600, 550));
+        let meta = ResponseMeta {
+            remaining_output_tokens: Some(20),
+            ..ResponseMeta::default()
+        };
+        m.apply_server_view(0, &meta);
+        let u = m.usage(0);
+        assert_eq!(
+            (u[0].remaining, u[1].remaining, u[2].remaining),
+            (59, 600, 20)
+        );
+    }
+
+    #[test]
+    fn stats_count_admissions_left_on_each_part() {
+        let mut m = split_limits(Strategy::TokenBucket);
+        m.try_admit(0, split(400, 300)).unwrap();
+        let stats = crate::limiter::UsageStats {
+            dimensions: m.usage(0),
+            ..Default::default()
+        };
+        assert_eq!(stats.input_tokens_remaining(), Some(600));
+        assert_eq!(stats.output_tokens_remaining(), Some(300));
+        assert_eq!(stats.tokens_remaining(), None);
+        // 600 / 100 input, 300 / 100 output, 59 requests: output binds.
+        assert_eq!(stats.admissions_left(split(100, 100)), Some(3));
+        assert_eq!(stats.admissions_left(split(200, 0)), Some(3));
+        // An unknown split counts the total on both parts.
+        assert_eq!(stats.admissions_left(Cost::request(50)), Some(6));
     }
 }

@@ -24,7 +24,7 @@ use super::{ErrorAction, Middleware, MiddlewareContext, MiddlewareError, StreamE
 use crate::clock::Clock;
 use crate::lifecycle::{Action, Event, LifecycleConfig, RequestLifecycle};
 use crate::limiter::backoff::RetryPolicy;
-use crate::limiter::{LimitError, LimitKey, Permit, RateLimiter};
+use crate::limiter::{Cost, LimitError, LimitKey, Permit, RateLimiter};
 use crate::provider::admission::{AdmissionRule, RequestSize};
 use crate::provider::{CompletionRequest, CompletionResponse, ConnectorError};
 
@@ -335,7 +335,7 @@ impl Middleware for GovernorMiddleware {
         ctx: &mut MiddlewareContext,
     ) -> Result<(), MiddlewareError> {
         let event = Event::Responded {
-            tokens: response.usage.total(),
+            usage: split_usage(&response.usage),
             meta: response.meta,
         };
         self.ended(event, ctx).await.map(drop)
@@ -372,16 +372,22 @@ impl Middleware for GovernorMiddleware {
         end: &StreamEnd,
         ctx: &mut MiddlewareContext,
     ) -> Result<(), MiddlewareError> {
-        let (tokens, meta) = (end.usage.total(), end.meta);
+        let (usage, meta) = (split_usage(&end.usage), end.meta);
         let event = if end.cancelled {
-            Event::StreamDropped { tokens, meta }
+            Event::StreamDropped { usage, meta }
         } else if end.error.is_some() {
-            Event::StreamBroken { tokens, meta }
+            Event::StreamBroken { usage, meta }
         } else {
-            Event::Responded { tokens, meta }
+            Event::Responded { usage, meta }
         };
         self.ended(event, ctx).await.map(drop)
     }
+}
+
+/// A response's usage as the limiter counts it: input and output tokens apart, the total
+/// their sum.
+fn split_usage(usage: &crate::provider::Usage) -> Cost {
+    Cost::ZERO.with_split(usage.input_tokens, usage.output_tokens)
 }
 
 #[cfg(test)]

@@ -105,16 +105,30 @@ impl AdmissionRule {
         default_max_tokens: 16,
     };
 
-    /// The tokens the provider charges `size` at admission.
+    /// The tokens the provider charges `size` at admission:
+    /// [`input_tokens`](Self::input_tokens) + [`output_tokens`](Self::output_tokens).
     pub fn tokens(&self, size: &RequestSize) -> u64 {
-        let prompt = size.prompt_tokens.max(size.prompt_chars.div_ceil(4));
-        let output = size.max_tokens.unwrap_or(self.default_max_tokens);
-        prompt.saturating_add(output.saturating_mul(u64::from(size.n.max(1))))
+        self.input_tokens(size)
+            .saturating_add(self.output_tokens(size))
     }
 
-    /// The cost to acquire for `size`: one request and [`tokens`](Self::tokens).
+    /// The input part of the admission estimate: `max(prompt tokens, ⌈prompt chars / 4⌉)`.
+    pub fn input_tokens(&self, size: &RequestSize) -> u64 {
+        size.prompt_tokens.max(size.prompt_chars.div_ceil(4))
+    }
+
+    /// The output part of the admission estimate: the output budget (`max_tokens`, else
+    /// the provider's default) × `n`.
+    pub fn output_tokens(&self, size: &RequestSize) -> u64 {
+        let output = size.max_tokens.unwrap_or(self.default_max_tokens);
+        output.saturating_mul(u64::from(size.n.max(1)))
+    }
+
+    /// The cost to acquire for `size`: one request and [`tokens`](Self::tokens), split into
+    /// the prompt estimate (input) and the output budget × `n` (output), so input- and
+    /// output-token limits count their part.
     pub fn estimate(&self, size: &RequestSize) -> Cost {
-        Cost::request(self.tokens(size))
+        Cost::request(0).with_split(self.input_tokens(size), self.output_tokens(size))
     }
 }
 
@@ -164,10 +178,11 @@ mod tests {
         assert_eq!(AdmissionRule::OPENAI.tokens(&size(10, 0, Some(20), 3)), 70);
         assert_eq!(AdmissionRule::OPENAI.tokens(&size(10, 0, None, 0)), 1034);
         assert_eq!(AdmissionRule::AZURE.tokens(&size(10, 0, None, 2)), 42);
-        assert_eq!(
-            AdmissionRule::AZURE.estimate(&size(10, 0, Some(5), 1)),
-            Cost::request(15)
-        );
+        let est = AdmissionRule::AZURE.estimate(&size(10, 0, Some(5), 1));
+        assert_eq!((est.requests, est.tokens), (1, 15));
+        assert_eq!(est, Cost::request(15).with_split(10, 5));
+        let est = AdmissionRule::OPENAI.estimate(&size(10, 0, Some(20), 3));
+        assert_eq!((est.input(), est.output(), est.tokens), (10, 60, 70));
     }
 
     #[test]

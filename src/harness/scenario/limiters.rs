@@ -81,6 +81,7 @@ pub(super) fn limiters(raw: &[RawLimiter], retry: &RetrySpec) -> Result<Vec<Limi
             ("headroom", l.headroom.is_some()),
             ("burst", l.burst.is_some()),
             ("accounting", l.accounting.is_some()),
+            ("charge_at", l.charge_at.is_some()),
             ("max_wait", l.max_wait.is_some()),
             ("max_waiters", l.max_waiters.is_some()),
             ("pause_jitter", l.pause_jitter.is_some()),
@@ -120,7 +121,8 @@ pub(super) fn limiters(raw: &[RawLimiter], retry: &RetrySpec) -> Result<Vec<Limi
         if limits == Default::default() {
             return Err(Problem::new(
                 field("limits"),
-                "sets no limit: give at least one of rps, rpm, tpm, requests, tokens, concurrent",
+                "sets no limit: give at least one of rps, rpm, tpm, itpm, otpm, requests, tokens, \
+                 input_tokens, output_tokens, concurrent",
             ));
         }
         let defaults = RateLimitConfig::default();
@@ -130,6 +132,7 @@ pub(super) fn limiters(raw: &[RawLimiter], retry: &RetrySpec) -> Result<Vec<Limi
             headroom: l.headroom.unwrap_or(defaults.headroom),
             burst: l.burst,
             accounting: l.accounting.unwrap_or(defaults.accounting),
+            charge_at: l.charge_at.unwrap_or(defaults.charge_at),
             max_wait: l.max_wait,
             max_waiters: l.max_waiters.unwrap_or(defaults.max_waiters),
             backoff: retry.backoff.clone(),
@@ -237,7 +240,14 @@ pub(super) fn warnings(
         for l in limiters {
             let Some(cfg) = &l.limit else { continue };
             for d in cfg.dimensions().unwrap_or_default() {
-                if d.kind.unit() == Unit::Tokens && est > d.burst {
+                // Input dimensions count the prompt, output ones `max_tokens`.
+                let est = match d.kind.unit() {
+                    Unit::Requests => continue,
+                    Unit::Tokens => est,
+                    Unit::InputTokens => w.prompt_tokens.max().unwrap_or(est),
+                    Unit::OutputTokens => w.max_tokens,
+                };
+                if est > d.burst {
                     out.push(format!(
                         "limiter {}: the largest request is estimated at about {est} tokens, above the {} capacity {}: such requests can never be admitted",
                         l.name, d.kind, d.burst
@@ -272,7 +282,7 @@ pub(super) fn warnings(
                 ));
             }
         }
-        let counts_tokens = dims.iter().any(|d| d.kind.unit() == Unit::Tokens);
+        let counts_tokens = dims.iter().any(|d| d.kind.unit().is_tokens());
         if counts_tokens && cfg.accounting == TokenAccounting::Actual {
             out.push(format!(
                 "limiter {}: accounting = \"actual\" refunds the unused estimate, but the mock charges the estimate (prompt characters / 4 + max_tokens) and refunds nothing: only the server's remaining-tokens headers keep this limiter from over-admitting",

@@ -9,7 +9,7 @@ use super::limiters::worst_case_requests;
 use super::{Arrival, Scenario, Target};
 use crate::harness::arrival::open_loop_schedule;
 use crate::limiter::backoff::BackoffKind;
-use crate::limiter::{RateLimitConfig, RateLimitType, TokenAccounting};
+use crate::limiter::{ChargeTime, RateLimitConfig, RateLimitType, TokenAccounting, Unit};
 
 /// Schedules expected to be longer than this many requests are not counted for the plan.
 const MAX_COUNTED: u64 = 5_000_000;
@@ -200,6 +200,14 @@ fn describe_limit(cfg: &RateLimitConfig, s: &Scenario) -> String {
             RateLimitType::RequestsPer(w) => format!("{} requests/{}", d.amount, secs(w)),
             RateLimitType::TokensPerMinute => format!("{} TPM", d.amount),
             RateLimitType::TokensPer(w) => format!("{} tokens/{}", d.amount, secs(w)),
+            RateLimitType::InputTokensPerMinute => format!("{} ITPM", d.amount),
+            RateLimitType::InputTokensPer(w) => {
+                format!("{} input tokens/{}", d.amount, secs(w))
+            }
+            RateLimitType::OutputTokensPerMinute => format!("{} OTPM", d.amount),
+            RateLimitType::OutputTokensPer(w) => {
+                format!("{} output tokens/{}", d.amount, secs(w))
+            }
             RateLimitType::Concurrent => format!("{} concurrent", d.amount),
         };
         if d.kind == RateLimitType::Concurrent || d.burst == d.amount {
@@ -219,6 +227,18 @@ fn describe_limit(cfg: &RateLimitConfig, s: &Scenario) -> String {
         }
     )
     .ok();
+    let usage: Vec<&str> = [
+        (Unit::Tokens, "tokens"),
+        (Unit::InputTokens, "input"),
+        (Unit::OutputTokens, "output"),
+    ]
+    .into_iter()
+    .filter(|&(u, _)| cfg.charge_at.of(u) == ChargeTime::Usage)
+    .map(|(_, name)| name)
+    .collect();
+    if !usage.is_empty() {
+        write!(out, ", charged at usage: {}", usage.join(", ")).ok();
+    }
     if let Some(w) = cfg.max_wait {
         write!(out, ", max wait {}", secs(w)).ok();
     }

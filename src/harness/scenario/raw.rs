@@ -10,7 +10,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::{ProviderKind, Target};
-use crate::limiter::{Backend, BackoffConfig, Limits, TokenAccounting};
+use crate::limiter::{Backend, BackoffConfig, ChargeAt, Limits, TokenAccounting};
 use crate::units::{de_opt_duration, de_opt_rate, Rate};
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +208,8 @@ pub(super) struct RawLimiter {
     pub burst: Option<f64>,
     #[serde(default)]
     pub accounting: Option<TokenAccounting>,
+    #[serde(default)]
+    pub charge_at: Option<ChargeAt>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub max_wait: Option<Duration>,
     #[serde(default)]

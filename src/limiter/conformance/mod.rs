@@ -62,7 +62,7 @@ use rand::SeedableRng;
 use crate::clock::{ManualClock, Nanos};
 
 use super::config::{
-    ConfigError, Limit, RateLimitConfig, RateLimitType, Strategy, TokenAccounting,
+    ChargeAt, ConfigError, Limit, RateLimitConfig, RateLimitType, Strategy, TokenAccounting,
 };
 use super::{Cost, LimitKey, RateLimiter};
 
@@ -236,6 +236,9 @@ pub struct Subject {
     pub limits: Vec<Limit>,
     /// How `record_usage` reconciles (which refunds the bound nets out).
     pub accounting: TokenAccounting,
+    /// When each token unit is charged ([`RateLimitConfig::charge_at`]): what an admission
+    /// charges is the estimate shaped by [`ChargeAt::admission_cost`].
+    pub charge_at: ChargeAt,
 }
 
 impl Subject {
@@ -246,7 +249,13 @@ impl Subject {
             strategy: config.strategy,
             limits: config.dimensions()?,
             accounting: config.accounting,
+            charge_at: config.charge_at,
         })
+    }
+
+    /// What admitting `estimate` charges under this subject's `charge_at`.
+    pub fn charged(&self, estimate: Cost) -> Cost {
+        self.charge_at.admission_cost(estimate)
     }
 
     /// The rate dimensions (every limit but `Concurrent`).
@@ -328,9 +337,20 @@ pub struct Report {
     pub queued: u64,
     /// Steps run with the clock behind the latest time seen.
     pub backwards: u64,
+    /// `Wait` refusals per refusing dimension, in the order first seen: shows each
+    /// dimension (requests, tokens, input tokens, output tokens) had its turn to refuse.
+    pub refused_by: Vec<(RateLimitType, u64)>,
 }
 
 impl Report {
+    /// `Wait` refusals by `dimension` (0 when it never refused).
+    pub fn refused_on(&self, dimension: RateLimitType) -> u64 {
+        self.refused_by
+            .iter()
+            .find(|(d, _)| *d == dimension)
+            .map_or(0, |&(_, n)| n)
+    }
+
     fn add(&mut self, t: &Tally) {
         self.traces += 1;
         self.steps += t.steps;
@@ -340,6 +360,12 @@ impl Report {
         self.reconciled += t.reconciled;
         self.queued += t.queued;
         self.backwards += t.backwards;
+        for &(dimension, n) in &t.refused_by {
+            match self.refused_by.iter_mut().find(|(d, _)| *d == dimension) {
+                Some((_, count)) => *count += n,
+                None => self.refused_by.push((dimension, n)),
+            }
+        }
     }
 }
 

@@ -8,10 +8,10 @@ use std::task::Poll;
 
 use crate::clock::{Clock, ManualClock, Nanos};
 
-use super::super::config::{Strategy, Unit};
+use super::super::config::{RateLimitType, Strategy, Unit};
 use super::super::invariants;
 use super::super::{Cost, Denial, DimensionUsage, LimitError, Permit, RateLimiter, ResponseMeta};
-use super::script::{Op, Plan};
+use super::script::{actual_after, Op, Plan};
 use super::{ns, Property, Subject};
 
 /// What one passing trace did.
@@ -31,6 +31,19 @@ pub struct Tally {
     pub queued: u64,
     /// Steps run with the clock behind the latest time seen.
     pub backwards: u64,
+    /// `Wait` refusals per refusing dimension, in the order first seen: each dimension's
+    /// turn to refuse.
+    pub refused_by: Vec<(RateLimitType, u64)>,
+}
+
+impl Tally {
+    /// Counts a `Wait` refusal by `dimension`.
+    pub(super) fn refused_on(&mut self, dimension: RateLimitType, n: u64) {
+        match self.refused_by.iter_mut().find(|(d, _)| *d == dimension) {
+            Some((_, count)) => *count += n,
+            None => self.refused_by.push((dimension, n)),
+        }
+    }
 }
 
 /// A property broken at a step.
@@ -56,15 +69,32 @@ struct Waiter<'a> {
 /// A charge on the key, in the order it happened, stamped with the latest update time.
 #[derive(Debug, Clone, Copy)]
 enum Charge {
-    /// An admission of `cost` (stamped per unit: `at[0]` for request dimensions, `at[1]`
-    /// for token dimensions), and the tokens refunded for it since.
+    /// An admission of `cost` (stamped per unit, indexed as [`Unit::ALL`]: the latest update
+    /// of the dimensions counting in it), and the units refunded for it since, per unit.
     Admit {
-        at: [Nanos; 2],
+        at: [Nanos; 4],
         cost: Cost,
-        refund: u64,
+        refund: [u64; 4],
     },
-    /// A refund of `tokens`.
-    Refund { at: Nanos, tokens: u64 },
+    /// A refund of `amount` units of `unit`.
+    Refund { at: Nanos, unit: Unit, amount: u64 },
+}
+
+/// `unit`'s index in [`Unit::ALL`].
+pub(super) fn unit_index(unit: Unit) -> usize {
+    Unit::ALL.iter().position(|&u| u == unit).unwrap_or(0)
+}
+
+/// What a response reporting `left` says, as the runners send it: requests and tokens
+/// left, and input and output tokens when `left` carries a split.
+pub(super) fn meta_left(left: Cost) -> ResponseMeta {
+    ResponseMeta {
+        remaining_requests: Some(left.requests),
+        remaining_tokens: Some(left.tokens),
+        remaining_input_tokens: left.input_tokens,
+        remaining_output_tokens: left.output_tokens,
+        ..ResponseMeta::default()
+    }
 }
 
 struct Held {
@@ -98,9 +128,9 @@ pub(super) struct Run<'a> {
     /// One line per step when recording.
     pub(super) transcript: Vec<String>,
     start: Nanos,
-    /// Latest time the limiter's request and token dimensions were updated at (an
-    /// admission updates both; a reconciliation of tokens, the token dimensions only).
-    updated: [Nanos; 2],
+    /// Latest time the limiter's dimensions of each unit (indexed as [`Unit::ALL`]) were
+    /// updated at (an admission updates all; a reconciliation, those of the units it moved).
+    updated: [Nanos; 4],
     /// Latest time the clock was set to.
     seen: Nanos,
     charges: Vec<Charge>,
@@ -123,9 +153,7 @@ pub(super) fn fail(property: Property, detail: impl Into<String>) -> Failure {
     }
 }
 
-pub(super) fn show(c: Cost) -> String {
-    format!("{{requests {}, tokens {}}}", c.requests, c.tokens)
-}
+pub(super) use super::script::show;
 
 impl<'a> Run<'a> {
     pub(super) fn new(
@@ -143,7 +171,7 @@ impl<'a> Run<'a> {
             record,
             transcript: Vec::new(),
             start: 0,
-            updated: [0; 2],
+            updated: [0; 4],
             seen: 0,
             charges: Vec::new(),
             net_refunds: false,
@@ -210,7 +238,7 @@ impl<'a> Run<'a> {
         let start = (now / p).saturating_add(1).saturating_mul(p);
         self.clock.set(start);
         self.start = start;
-        self.updated = [start; 2];
+        self.updated = [start; 4];
         self.seen = start;
         self.limiter
             .reset(&self.subject.key)
@@ -316,7 +344,8 @@ impl<'a> Run<'a> {
                 remaining,
                 retry_after,
             } => self.report(permit, remaining, retry_after).await?,
-            Op::Enqueue { cost } => {
+            Op::Enqueue { cost: estimate } => {
+                let cost = self.subject.charged(estimate);
                 let due = match self.pending {
                     Some(p) if p.clean && p.cost == cost && self.waiters.is_empty() => {
                         Some(p.instant())
@@ -326,7 +355,7 @@ impl<'a> Run<'a> {
                 if let Some(p) = &mut self.pending {
                     p.clean = false;
                 }
-                let fut = self.limiter.acquire(&self.subject.key, cost);
+                let fut = self.limiter.acquire(&self.subject.key, estimate);
                 self.waiters.push(Waiter {
                     fut,
                     cost,
@@ -368,7 +397,7 @@ impl<'a> Run<'a> {
         self.charges.push(Charge::Admit {
             at: self.updated,
             cost,
-            refund: 0,
+            refund: [0; 4],
         });
         self.tally.admitted += 1;
         if hold {
@@ -381,10 +410,12 @@ impl<'a> Run<'a> {
     }
 
     /// One `try_acquire`; `Ok(true)` when admitted.
-    async fn attempt(&mut self, cost: Cost, hold: bool) -> Result<bool, Failure> {
+    async fn attempt(&mut self, estimate: Cost, hold: bool) -> Result<bool, Failure> {
         let now = self.clock.now();
         let before = self.stats().await?;
-        let result = self.limiter.try_acquire(&self.subject.key, cost).await;
+        let result = self.limiter.try_acquire(&self.subject.key, estimate).await;
+        // What the limiter is to charge: the estimate shaped by the subject's `charge_at`.
+        let cost = self.subject.charged(estimate);
         let exceeds = self.plan.exceeds(cost);
         let queued = !self.waiters.is_empty();
         let pending = self.pending.filter(|p| p.clean && p.cost == cost);
@@ -447,6 +478,9 @@ impl<'a> Run<'a> {
             }
             Err(denial) => {
                 self.tally.refused += 1;
+                if let Denial::Wait { dimension, .. } = &denial {
+                    self.tally.refused_on(*dimension, 1);
+                }
                 if self.record {
                     self.note.push(format!("refused: {denial}"));
                 }
@@ -596,30 +630,43 @@ impl<'a> Run<'a> {
         }
         let held = self.held.remove(which % self.held.len());
         let charged = held.permit.charged();
-        let actual = Cost {
-            requests: charged.requests,
-            tokens: charged.tokens.saturating_add_signed(delta),
-        };
-        let (_, tokens) = self.subject.accounting.reconcile(charged, actual);
+        let actual = actual_after(charged, delta);
+        let refund =
+            self.subject
+                .accounting
+                .reconcile_units(self.subject.charge_at, charged, actual);
         let before = self.stats().await?;
         self.limiter
             .record_usage(held.permit, actual, &ResponseMeta::default())
             .await
             .map_err(|e| fail(Property::Answers, format!("record_usage failed: {e}")))?;
         self.tally.reconciled += 1;
+        let moved: Vec<(Unit, i64)> = Unit::ALL
+            .into_iter()
+            .filter(|u| u.is_tokens())
+            .map(|u| (u, refund.of(u)))
+            .filter(|&(_, r)| r != 0)
+            .collect();
         if self.record {
             self.note.push(format!(
-                "estimate {} tokens, actual {}: {}",
-                charged.tokens,
-                actual.tokens,
-                match tokens {
-                    0 => "nothing to reconcile".to_owned(),
-                    t if t > 0 => format!("{t} refunded"),
-                    t => format!("{} charged extra", t.unsigned_abs()),
+                "estimate {}, actual {}: {}",
+                show(charged),
+                show(actual),
+                if moved.is_empty() {
+                    "nothing to reconcile".to_owned()
+                } else {
+                    moved
+                        .iter()
+                        .map(|&(u, r)| match r {
+                            r if r > 0 => format!("{r} {u:?} refunded"),
+                            r => format!("{} {u:?} charged extra", r.unsigned_abs()),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             ));
         }
-        if tokens == 0 {
+        if moved.is_empty() {
             return Ok(());
         }
         let now = self.clock.now();
@@ -630,38 +677,52 @@ impl<'a> Run<'a> {
             self.subject.strategy,
             Strategy::TokenBucket | Strategy::SlidingLog | Strategy::SlidingCounter
         );
-        if keeps_time && self.plan.dims.iter().any(|d| d.unit == Unit::Tokens) {
-            self.updated[1] = self.updated[1].max(now);
+        for &(unit, _) in &moved {
+            if keeps_time && self.plan.dims.iter().any(|d| d.unit == unit) {
+                let i = unit_index(unit);
+                self.updated[i] = self.updated[i].max(now);
+            }
         }
         self.changed();
-        if tokens > 0 {
-            let refunded = tokens.unsigned_abs();
-            if let Some(Charge::Admit { refund, .. }) = self.charges.get_mut(held.admission) {
-                *refund = refund.saturating_add(refunded);
+        let mut extra_charges = Vec::new();
+        for &(unit, r) in &moved {
+            let i = unit_index(unit);
+            if r > 0 {
+                let refunded = r.unsigned_abs();
+                if let Some(Charge::Admit { refund, .. }) = self.charges.get_mut(held.admission) {
+                    refund[i] = refund[i].saturating_add(refunded);
+                }
+                self.charges.push(Charge::Refund {
+                    at: self.updated[i],
+                    unit,
+                    amount: refunded,
+                });
+            } else {
+                extra_charges.push((unit, r.unsigned_abs()));
             }
-            self.charges.push(Charge::Refund {
-                at: self.updated[1],
-                tokens: refunded,
-            });
+        }
+        if extra_charges.is_empty() {
             return Ok(());
         }
-        let extra = tokens.unsigned_abs();
         let after = self.stats().await?;
-        for d in self.plan.dims.iter().filter(|d| d.unit == Unit::Tokens) {
-            let get = |s: &[DimensionUsage]| {
-                s.iter()
-                    .find(|u| u.dimension == d.limit.kind)
-                    .map(|u| u.remaining)
-            };
-            if let (Some(b), Some(a)) = (get(&before), get(&after)) {
-                if a > b.saturating_sub(extra) {
-                    return Err(fail(
-                        Property::ExtraChargeKept,
-                        format!(
-                            "{}: {b} remaining before an extra charge of {extra} tokens, {a} after",
-                            d.limit.kind
-                        ),
-                    ));
+        for (unit, extra) in extra_charges {
+            for d in self.plan.dims.iter().filter(|d| d.unit == unit) {
+                let get = |s: &[DimensionUsage]| {
+                    s.iter()
+                        .find(|u| u.dimension == d.limit.kind)
+                        .map(|u| u.remaining)
+                };
+                if let (Some(b), Some(a)) = (get(&before), get(&after)) {
+                    if a > b.saturating_sub(extra) {
+                        return Err(fail(
+                            Property::ExtraChargeKept,
+                            format!(
+                                "{}: {b} remaining before an extra charge of {extra} units, {a} \
+                                 after",
+                                d.limit.kind
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -682,10 +743,8 @@ impl<'a> Run<'a> {
         let held = self.held.remove(which % self.held.len());
         let charged = held.permit.charged();
         let meta = ResponseMeta {
-            remaining_requests: Some(left.requests),
-            remaining_tokens: Some(left.tokens),
             retry_after: (retry_after > 0).then(|| std::time::Duration::from_nanos(retry_after)),
-            ..ResponseMeta::default()
+            ..meta_left(left)
         };
         let before = self.stats().await?;
         self.limiter
@@ -854,23 +913,22 @@ impl<'a> Run<'a> {
     fn check_bound(&self) -> Result<(), Failure> {
         let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         for d in &self.plan.dims {
-            let tokens = d.unit == Unit::Tokens;
+            let i = unit_index(d.unit);
             let trace: Vec<(Nanos, i64)> = self
                 .charges
                 .iter()
                 .filter_map(|c| match *c {
                     Charge::Admit { at, cost, refund } => {
-                        let at = at[usize::from(tokens)];
                         let c = d.limit.kind.cost_of(cost);
-                        let c = if tokens && self.net_refunds {
-                            c.saturating_sub(refund)
+                        let c = if self.net_refunds {
+                            c.saturating_sub(refund[i])
                         } else {
                             c
                         };
-                        Some((at, signed(c)))
+                        Some((at[i], signed(c)))
                     }
-                    Charge::Refund { at, tokens: r } if tokens && !self.net_refunds => {
-                        Some((at, -signed(r)))
+                    Charge::Refund { at, unit, amount } if unit == d.unit && !self.net_refunds => {
+                        Some((at, -signed(amount)))
                     }
                     Charge::Refund { .. } => None,
                 })

@@ -24,6 +24,9 @@
 //! Costs are chosen so that each dimension in turn is the one that refuses: near a token
 //! dimension's capacity (all of it, all but one, just over a half or a third), or few
 //! tokens per request so that a request dimension binds; now and then above a capacity.
+//! When input- or output-token dimensions are configured, costs carry their split: near
+//! the focused part's capacity with a small other part, so input, output and total each
+//! get their turn to refuse; reconciliations then move both parts.
 
 use std::fmt;
 
@@ -61,7 +64,8 @@ pub enum Op {
         max: u32,
     },
     /// `record_usage` of held permit number `permit` (modulo how many are held, oldest
-    /// first) with actual tokens = estimate + `delta` (not below 0).
+    /// first) with actual tokens = estimate + `delta` (not below 0); with a known split,
+    /// `delta / 2` goes to the input part and the rest to the output part.
     Record {
         /// Which held permit.
         permit: usize,
@@ -79,8 +83,8 @@ pub enum Op {
         waiter: usize,
     },
     /// `record_usage` of held permit number `permit` (actual = estimate) with a response
-    /// that reports `remaining` requests and tokens left and, when not zero, a retry-after
-    /// of `retry_after` ns.
+    /// that reports `remaining` requests and tokens (and, when its split is known, input and
+    /// output tokens) left and, when not zero, a retry-after of `retry_after` ns.
     Report {
         /// Which held permit.
         permit: usize,
@@ -93,7 +97,7 @@ pub enum Op {
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cost = |c: &Cost| format!("{{requests {}, tokens {}}}", c.requests, c.tokens);
+        let cost = |c: &Cost| show(*c);
         match self {
             Self::Advance(d) => write!(f, "advance {d} ns"),
             Self::Back(d) => write!(f, "clock back {d} ns"),
@@ -126,6 +130,9 @@ impl fmt::Display for Op {
                      {} tokens left",
                     remaining.requests, remaining.tokens
                 )?;
+                if let (Some(i), Some(o)) = (remaining.input_tokens, remaining.output_tokens) {
+                    write!(f, " ({i} input, {o} output)")?;
+                }
                 if *retry_after > 0 {
                     write!(f, " and a retry-after of {retry_after} ns")?;
                 }
@@ -197,10 +204,54 @@ impl Op {
     }
 }
 
+/// A cost as a transcript shows it: requests and tokens, and the split when known.
+pub(super) fn show(c: Cost) -> String {
+    match (c.input_tokens, c.output_tokens) {
+        (Some(i), Some(o)) => format!(
+            "{{requests {}, tokens {} (input {i}, output {o})}}",
+            c.requests, c.tokens
+        ),
+        _ => format!("{{requests {}, tokens {}}}", c.requests, c.tokens),
+    }
+}
+
+/// The actual usage [`Op::Record`] reports for a permit that `charged`: `delta` more
+/// tokens (not below 0). With a known split, the input part moves by `delta / 2` and the
+/// output part by the rest, and the total is their sum.
+pub(super) fn actual_after(charged: Cost, delta: i64) -> Cost {
+    match (charged.input_tokens, charged.output_tokens) {
+        (Some(i), Some(o)) => {
+            let half = delta / 2;
+            Cost {
+                requests: charged.requests,
+                ..Cost::ZERO
+            }
+            .with_split(
+                i.saturating_add_signed(half),
+                o.saturating_add_signed(delta - half),
+            )
+        }
+        _ => Cost {
+            requests: charged.requests,
+            tokens: charged.tokens.saturating_add_signed(delta),
+            ..Cost::ZERO
+        },
+    }
+}
+
 /// Smaller costs than `c`: half the tokens, one token less, one request.
 fn smaller(c: Cost) -> impl Iterator<Item = Cost> {
     let mut v = Vec::new();
-    if c.tokens > 0 {
+    if let (Some(i), Some(o)) = (c.input_tokens, c.output_tokens) {
+        if c.tokens > 0 {
+            v.push(c.with_split(i / 2, o / 2));
+            v.push(if o > 0 {
+                c.with_split(i, o - 1)
+            } else {
+                c.with_split(i - 1, o)
+            });
+        }
+    } else if c.tokens > 0 {
         v.push(Cost {
             tokens: c.tokens / 2,
             ..c
@@ -241,6 +292,8 @@ pub(super) struct Plan {
     pub(super) max_window: Nanos,
     /// Costs for workload episodes.
     workload: Vec<Cost>,
+    /// Whether input- or output-token dimensions are configured (costs then carry a split).
+    split: bool,
 }
 
 fn gcd(a: u128, b: u128) -> u128 {
@@ -271,11 +324,15 @@ impl Plan {
             (l <= 1_000_000_000_000_000).then_some(l)
         });
         let period = lcm.map_or(max_window, |l| l as Nanos);
+        let split = dims
+            .iter()
+            .any(|d| matches!(d.unit, Unit::InputTokens | Unit::OutputTokens));
         Self {
             dims,
             period,
             max_window,
             workload: workload.to_vec(),
+            split,
         }
     }
 
@@ -307,7 +364,32 @@ impl Plan {
         let cap = d.capacity;
         let over = rng.random_bool(0.03);
         match d.unit {
-            Unit::Tokens => {
+            Unit::Tokens | Unit::InputTokens | Unit::OutputTokens if self.split => {
+                let n = self.near(rng, cap, over);
+                // The other part small: a quarter of the smallest capacity counting it.
+                let share = |unit: Unit| {
+                    self.dims
+                        .iter()
+                        .filter(|t| t.unit == unit)
+                        .map(|t| t.capacity / 4)
+                        .min()
+                        .unwrap_or(n / 4)
+                };
+                let (input, output) = match d.unit {
+                    Unit::InputTokens => (n, rng.random_range(0..=share(Unit::OutputTokens))),
+                    Unit::OutputTokens => (rng.random_range(0..=share(Unit::InputTokens)), n),
+                    _ => {
+                        let input = rng.random_range(0..=n);
+                        (input, n - input)
+                    }
+                };
+                Cost {
+                    requests: u64::from(rng.random_bool(0.9)),
+                    ..Cost::ZERO
+                }
+                .with_split(input, output)
+            }
+            Unit::Tokens | Unit::InputTokens | Unit::OutputTokens => {
                 let tokens = if over {
                     cap.saturating_add(1)
                 } else {
@@ -324,6 +406,7 @@ impl Plan {
                 Cost {
                     requests: u64::from(rng.random_bool(0.9)),
                     tokens,
+                    ..Cost::ZERO
                 }
             }
             Unit::Requests => {
@@ -341,15 +424,41 @@ impl Plan {
                 let share = self
                     .dims
                     .iter()
-                    .filter(|t| t.unit == Unit::Tokens)
+                    .filter(|t| t.unit.is_tokens())
                     .map(|t| t.capacity / cap.max(1) / 2)
                     .min()
                     .unwrap_or(0);
+                if self.split {
+                    let input = rng.random_range(0..=share / 2);
+                    let output = rng.random_range(0..=share / 2);
+                    return Cost {
+                        requests,
+                        ..Cost::ZERO
+                    }
+                    .with_split(input, output);
+                }
                 Cost {
                     requests,
                     tokens: rng.random_range(0..=share),
+                    ..Cost::ZERO
                 }
             }
+        }
+    }
+
+    /// A token amount near `cap`: all of it, all but one, just over a half or a third, a
+    /// tenth, any; one above it when `over`.
+    fn near(&self, rng: &mut SmallRng, cap: u64, over: bool) -> u64 {
+        if over {
+            return cap.saturating_add(1);
+        }
+        match rng.random_range(0..8) {
+            0 | 1 => cap,
+            2 => cap.saturating_sub(1).max(1),
+            3 => cap / 2 + 1,
+            4 => cap / 3 + 1,
+            5 => (cap / 10).max(1),
+            _ => rng.random_range(1..=cap),
         }
     }
 
@@ -453,7 +562,7 @@ impl Plan {
         let cap = self
             .dims
             .iter()
-            .filter(|d| d.unit == Unit::Tokens)
+            .filter(|d| d.unit.is_tokens())
             .map(|d| d.capacity)
             .max()
             .unwrap_or(1);
@@ -488,12 +597,18 @@ impl Plan {
                         _ => cap.saturating_add(5),
                     }
                 };
+                let mut remaining = Cost {
+                    requests: left(Unit::Requests, rng),
+                    tokens: left(Unit::Tokens, rng),
+                    ..Cost::ZERO
+                };
+                if self.split {
+                    remaining.input_tokens = Some(left(Unit::InputTokens, rng));
+                    remaining.output_tokens = Some(left(Unit::OutputTokens, rng));
+                }
                 ops.push(Op::Report {
                     permit: rng.random_range(0..8),
-                    remaining: Cost {
-                        requests: left(Unit::Requests, rng),
-                        tokens: left(Unit::Tokens, rng),
-                    },
+                    remaining,
                     retry_after: if rng.random_bool(0.3) {
                         rng.random_range(1..=self.max_window)
                     } else {

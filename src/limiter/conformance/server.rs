@@ -29,8 +29,8 @@ use super::super::config::Unit;
 use super::super::invariants;
 use super::super::redis::RedisLimiter;
 use super::super::{Cost, Denial, DimensionUsage, LimitKey, Permit, RateLimiter, ResponseMeta};
-use super::run::{differs, fail, show, Failure, Tally};
-use super::script::{Op, Plan};
+use super::run::{differs, fail, meta_left, show, Failure, Tally};
+use super::script::{actual_after, Op, Plan};
 use super::{ns, trace_seed, ConformanceError, Counterexample, Options, Property, Report, Subject};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -111,7 +111,7 @@ pub async fn check_server_clock(
 #[derive(Debug, Clone, Copy)]
 enum Charge {
     Admit { at: Nanos, cost: Cost },
-    Refund { at: Nanos, tokens: u64 },
+    Refund { at: Nanos, unit: Unit, amount: u64 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -284,11 +284,7 @@ impl<'a> ServerRun<'a> {
                 if !self.held.is_empty() {
                     let permit = self.held.remove(permit % self.held.len());
                     let charged = permit.charged();
-                    let meta = ResponseMeta {
-                        remaining_requests: Some(remaining.requests),
-                        remaining_tokens: Some(remaining.tokens),
-                        ..ResponseMeta::default()
-                    };
+                    let meta = meta_left(remaining);
                     self.limiter
                         .record_usage(permit, charged, &meta)
                         .await
@@ -302,9 +298,14 @@ impl<'a> ServerRun<'a> {
         Ok(())
     }
 
-    async fn attempt(&mut self, cost: Cost, hold: bool) -> Result<bool, Failure> {
+    async fn attempt(&mut self, estimate: Cost, hold: bool) -> Result<bool, Failure> {
         let before = self.stats().await?;
-        let (result, stamp) = self.limiter.try_acquire_at(&self.subject.key, cost).await;
+        let (result, stamp) = self
+            .limiter
+            .try_acquire_at(&self.subject.key, estimate)
+            .await;
+        // What the limiter is to charge: the estimate shaped by the subject's `charge_at`.
+        let cost = self.subject.charged(estimate);
         if let Some(at) = stamp {
             self.observe(at);
         }
@@ -363,6 +364,9 @@ impl<'a> ServerRun<'a> {
             }
             Err(denial) => {
                 self.tally.refused += 1;
+                if let Denial::Wait { dimension, .. } = &denial {
+                    self.tally.refused_on(*dimension, 1);
+                }
                 self.note.push(format!("refused: {denial}"));
                 let after = self.stats().await?;
                 if let Some(d) = lower(&before, &after) {
@@ -480,11 +484,11 @@ impl<'a> ServerRun<'a> {
         }
         let permit = self.held.remove(which % self.held.len());
         let charged = permit.charged();
-        let actual = Cost {
-            requests: charged.requests,
-            tokens: charged.tokens.saturating_add_signed(delta),
-        };
-        let (_, tokens) = self.subject.accounting.reconcile(charged, actual);
+        let actual = actual_after(charged, delta);
+        let refund =
+            self.subject
+                .accounting
+                .reconcile_units(self.subject.charge_at, charged, actual);
         // The refund happened after the last server time seen: a lower bound of its time.
         let at = self.latest();
         self.limiter
@@ -492,15 +496,20 @@ impl<'a> ServerRun<'a> {
             .await
             .map_err(|e| fail(Property::Answers, format!("record_usage failed: {e}")))?;
         self.tally.reconciled += 1;
-        self.note.push(format!("{tokens:+} tokens reconciled"));
-        if tokens != 0 {
+        for unit in Unit::ALL.into_iter().filter(|u| u.is_tokens()) {
+            let r = refund.of(unit);
+            if r == 0 {
+                continue;
+            }
+            self.note.push(format!("{r:+} {unit:?} reconciled"));
             self.pending = None;
-        }
-        if tokens > 0 {
-            self.charges.push(Charge::Refund {
-                at,
-                tokens: tokens.unsigned_abs(),
-            });
+            if r > 0 {
+                self.charges.push(Charge::Refund {
+                    at,
+                    unit,
+                    amount: r.unsigned_abs(),
+                });
+            }
         }
         Ok(())
     }
@@ -513,8 +522,8 @@ impl<'a> ServerRun<'a> {
                 .iter()
                 .filter_map(|c| match *c {
                     Charge::Admit { at, cost } => Some((at, signed(d.limit.kind.cost_of(cost)))),
-                    Charge::Refund { at, tokens } if d.unit == Unit::Tokens => {
-                        Some((at, -signed(tokens)))
+                    Charge::Refund { at, unit, amount } if unit == d.unit => {
+                        Some((at, -signed(amount)))
                     }
                     Charge::Refund { .. } => None,
                 })

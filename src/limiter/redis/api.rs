@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use crate::clock::nanos;
 use crate::limiter::{
-    Cost, Denial, DimensionUsage, ErrorInfo, LimitError, LimitKey, Permit, RateLimiter,
-    ResponseMeta, UsageRecord, UsageStats,
+    Cost, Denial, DimensionUsage, ErrorInfo, LimitError, LimitKey, Permit, RateLimiter, Refund,
+    ResponseMeta, Unit, UsageRecord, UsageStats,
 };
 
 use super::ticket::{self, Origin, Waiting};
@@ -163,11 +163,10 @@ impl RateLimiter for RedisLimiter {
         let accounting = permit.accounting(entry.plan.accounting);
         let origin = ticket::take(permit);
         let pause = meta.retry_after.filter(|d| !d.is_zero());
-        let (requests, tokens) = accounting.reconcile(charged, actual);
-        let mut refunded = tokens;
+        let refund = accounting.reconcile_units(entry.plan.charge_at, charged, actual);
+        let mut refunded = refund.tokens;
         let mut change = Change {
-            requests,
-            tokens,
+            refund,
             charged,
             pause,
             ..Change::nothing()
@@ -186,7 +185,7 @@ impl RateLimiter for RedisLimiter {
             }
             Some(Origin::Open) => {
                 // Nothing was charged in Redis: there is nothing to reconcile.
-                (change.requests, change.tokens, refunded) = (0, 0, 0);
+                (change.refund, refunded) = (Refund::default(), 0);
             }
             Some(Origin::Redis { at_us, seq, lease }) => {
                 change.at_us = at_us;
@@ -195,9 +194,8 @@ impl RateLimiter for RedisLimiter {
             }
             None => {}
         }
-        let clamps = meta.remaining_requests.is_some() || meta.remaining_tokens.is_some();
-        let needed = change.requests != 0
-            || change.tokens != 0
+        let clamps = Unit::ALL.iter().any(|&u| meta.remaining_in(u).is_some());
+        let needed = !change.refund.is_zero()
             || change.pause.is_some()
             || change.release.is_some()
             || clamps;

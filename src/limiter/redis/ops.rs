@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::clock::nanos;
-use crate::limiter::config::{RateLimitType, Unit};
+use crate::limiter::config::{RateLimitType, Refund};
 use crate::limiter::{Cost, Denial, LimitKey, Permit, ResponseMeta};
 
 use super::plan::put;
@@ -24,6 +24,7 @@ impl Inner {
         waited: Duration,
     ) -> Decision {
         let plan = &entry.plan;
+        let estimate = plan.charge_at.admission_cost(estimate);
         if let Some(denial) = plan.exceeds(estimate) {
             return Decision {
                 outcome: Err(denial),
@@ -175,7 +176,7 @@ impl Inner {
         for v in [
             change.at_us,
             change.seq,
-            change.tokens,
+            change.refund.tokens,
             change.pause.map_or(-1, micros),
             i64::from(change.release.is_some()),
         ] {
@@ -184,8 +185,7 @@ impl Inner {
         for (d, charged) in plan.dims.iter().zip(plan.costs(change.charged)) {
             let (delta, reported) = match d.limit.kind {
                 RateLimitType::Concurrent => (0, None),
-                k if k.unit() == Unit::Requests => (change.requests, meta.remaining_requests),
-                _ => (change.tokens, meta.remaining_tokens),
+                k => (change.refund.of(k.unit()), meta.remaining_in(k.unit())),
             };
             put(&mut values, delta as f64);
             put(&mut values, reported.map_or(-1, to_i64) as f64);
@@ -203,10 +203,8 @@ impl Inner {
 /// What one `record` call changes.
 #[derive(Debug, Default)]
 pub(super) struct Change {
-    /// Requests to give back (+) or charge (−) on request dimensions.
-    pub(super) requests: i64,
-    /// Tokens to give back (+) or charge (−) on token dimensions.
-    pub(super) tokens: i64,
+    /// What to give back (+) or charge (−), per unit, on the dimensions counting in it.
+    pub(super) refund: Refund,
     /// What the permit charged at admission.
     pub(super) charged: Cost,
     /// Redis admission time (µs), −1 if unknown.

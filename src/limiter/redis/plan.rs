@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::limiter::backoff::RetryPolicy;
 use crate::limiter::config::{
-    ConfigError, Limit, RateLimitConfig, RateLimitType, Strategy, TokenAccounting,
+    ChargeAt, ConfigError, Limit, RateLimitConfig, RateLimitType, Strategy, TokenAccounting,
 };
 use crate::limiter::{Cost, Denial, LimitKey};
 
@@ -59,6 +59,10 @@ fn kind_label(kind: RateLimitType) -> String {
         RateLimitType::RequestsPer(w) => format!("req{}", w.as_micros()),
         RateLimitType::TokensPerMinute => "tpm".into(),
         RateLimitType::TokensPer(w) => format!("tok{}", w.as_micros()),
+        RateLimitType::InputTokensPerMinute => "itpm".into(),
+        RateLimitType::InputTokensPer(w) => format!("itok{}", w.as_micros()),
+        RateLimitType::OutputTokensPerMinute => "otpm".into(),
+        RateLimitType::OutputTokensPer(w) => format!("otok{}", w.as_micros()),
         RateLimitType::Concurrent => "conc".into(),
     }
 }
@@ -96,6 +100,8 @@ pub(crate) struct KeyPlan {
     pub dims: Vec<DimPlan>,
     /// Reconciliation rule of the key.
     pub accounting: TokenAccounting,
+    /// When each token unit is charged (applied to estimates before admission).
+    pub charge_at: ChargeAt,
     /// Longest `acquire` wait; `None` = unbounded.
     pub max_wait: Option<Duration>,
     /// Most local `acquire` waiters.
@@ -198,6 +204,7 @@ impl KeyPlan {
             plan,
             dims,
             accounting: cfg.accounting,
+            charge_at: cfg.charge_at,
             max_wait: cfg.max_wait,
             max_waiters: cfg.max_waiters,
             pause_jitter: cfg.pause_jitter,
@@ -265,6 +272,42 @@ mod tests {
 
     fn settings() -> RedisSettings {
         RedisSettings::new("redis://127.0.0.1:1")
+    }
+
+    #[test]
+    fn input_and_output_token_dimensions_get_their_own_names_and_side_keys() {
+        let cfg = RateLimitConfig::from_toml(
+            "strategy = \"sliding_log\"\nlimits = { tpm = 900, itpm = 600, otpm = 300, \
+             input_tokens = \"60/1s\", output_tokens = \"30/1s\" }\n\
+             charge_at = { output = \"usage\" }",
+        )
+        .unwrap();
+        let p = KeyPlan::new(&LimitKey::new("p", "m"), Some(&cfg), &settings()).unwrap();
+        let labels: Vec<String> = decode(&p.plan).into_iter().map(|d| d.1).collect();
+        assert_eq!(
+            labels,
+            [
+                "log:tpm",
+                "log:itpm",
+                "log:itok1000000",
+                "log:otpm",
+                "log:otok1000000"
+            ]
+        );
+        let sides: Vec<&str> = p.keys[1..]
+            .iter()
+            .map(|k| k.rsplit(':').next().unwrap())
+            .collect();
+        assert_eq!(sides, ["tpm", "itpm", "itok1000000", "otpm", "otok1000000"]);
+        assert_eq!(p.charge_at, cfg.charge_at);
+        // Admission sees the estimate as charged: the output part charged at usage is free
+        // on output dimensions (the total, charged at admission, still counts it).
+        let est = Cost::request(0).with_split(50, 800);
+        assert_eq!(p.exceeds(p.charge_at.admission_cost(est)), None);
+        assert_eq!(
+            p.exceeds(est).and_then(|d| d.dimension()),
+            Some(RateLimitType::OutputTokensPerMinute)
+        );
     }
 
     #[test]
