@@ -400,6 +400,17 @@ impl KeyedLimiter {
         actual: Cost,
         meta: &ResponseMeta,
     ) -> UsageRecord {
+        self.end_permit(permit, Some(actual), meta)
+    }
+
+    /// [`RateLimiter::give_back`], synchronously: the permit's whole charge is refunded,
+    /// whatever the key's accounting.
+    pub fn give_back_now(&self, permit: Permit) {
+        self.end_permit(permit, None, &ResponseMeta::default());
+    }
+
+    /// Records `permit` with `actual` usage, or gives its whole charge back (`None`).
+    fn end_permit(&self, permit: Permit, actual: Option<Cost>, meta: &ResponseMeta) -> UsageRecord {
         let held = permit
             .owner()
             .and_then(|o| (o as &dyn Any).downcast_ref::<KeyState>())
@@ -416,11 +427,15 @@ impl KeyedLimiter {
         &self,
         state: &KeyState,
         permit: &Permit,
-        actual: Cost,
+        actual: Option<Cost>,
         meta: &ResponseMeta,
     ) -> UsageRecord {
         let est = permit.charged();
-        let (refund_requests, refund_tokens) = state.accounting.reconcile(est, actual);
+        let (refund_requests, refund_tokens) = match actual {
+            Some(actual) => state.accounting.reconcile(est, actual),
+            None => TokenAccounting::Actual.reconcile(est, Cost::ZERO),
+        };
+        let actual = actual.unwrap_or(Cost::ZERO);
         let (now, paused_for, waiting) = {
             let mut inner = state.inner.lock();
             // Not before the key's admissions (see `admit_now`).
@@ -674,6 +689,11 @@ impl RateLimiter for KeyedLimiter {
         meta: &ResponseMeta,
     ) -> Result<UsageRecord, LimitError> {
         Ok(self.record_usage_now(permit, actual, meta))
+    }
+
+    async fn give_back(&self, permit: Permit) -> Result<(), LimitError> {
+        self.give_back_now(permit);
+        Ok(())
     }
 
     async fn backoff_delay(

@@ -533,6 +533,17 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
         meta: &ResponseMeta,
     ) -> Result<UsageRecord, LimitError>;
 
+    /// Gives an admission that was not used back whole: every unit `permit` charged is
+    /// refunded, whatever the key's [`TokenAccounting`], and its concurrency slot freed —
+    /// for a reservation taken together with others, all-or-nothing, when another one
+    /// refused. The default records zero usage, which is exact only under
+    /// [`TokenAccounting::Actual`]; both built-in backends override it to be exact always.
+    async fn give_back(&self, permit: Permit) -> Result<(), LimitError> {
+        self.record_usage(permit, Cost::ZERO, &ResponseMeta::default())
+            .await
+            .map(drop)
+    }
+
     /// The delay before retry number `attempt` (1 = first retry) after `error`, or `None`
     /// when the error is not retryable or the key's retry budget is spent. A server
     /// retry-after wins over the configured backoff; a rate-limit error pauses the whole

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::clock::nanos;
 use crate::limiter::{
     Cost, Denial, DimensionUsage, ErrorInfo, LimitError, LimitKey, Permit, RateLimiter,
-    ResponseMeta, UsageRecord, UsageStats,
+    ResponseMeta, TokenAccounting, UsageRecord, UsageStats,
 };
 
 use super::ticket::{self, Origin, Waiting};
@@ -137,22 +137,13 @@ impl RedisLimiter {
     }
 }
 
-#[async_trait]
-impl RateLimiter for RedisLimiter {
-    async fn acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, LimitError> {
-        self.acquire_stamped(key, estimate)
-            .await
-            .map(|(permit, _)| permit)
-    }
-
-    async fn try_acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, Denial> {
-        self.decide(key, estimate).await.outcome
-    }
-
-    async fn record_usage(
+impl RedisLimiter {
+    /// Records `permit` with `actual` usage, or gives its whole charge back (`None`,
+    /// whatever the key's accounting).
+    async fn end_permit(
         &self,
         permit: Permit,
-        actual: Cost,
+        actual: Option<Cost>,
         meta: &ResponseMeta,
     ) -> Result<UsageRecord, LimitError> {
         let inner = &self.inner;
@@ -162,7 +153,12 @@ impl RateLimiter for RedisLimiter {
         let origin = ticket::take(permit);
         let entry = inner.entry_or_error(&key)?;
         let pause = meta.retry_after.filter(|d| !d.is_zero());
-        let (requests, tokens) = entry.plan.accounting.reconcile(charged, actual);
+        let (requests, tokens) = match actual {
+            Some(actual) => entry.plan.accounting.reconcile(charged, actual),
+            None => TokenAccounting::Actual.reconcile(charged, Cost::ZERO),
+        };
+        let whole = actual.is_none();
+        let actual = actual.unwrap_or(Cost::ZERO);
         let mut refunded = tokens;
         let mut change = Change {
             requests,
@@ -177,7 +173,11 @@ impl RateLimiter for RedisLimiter {
                     .local
                     .as_ref()
                     .expect("local permits come from the local limiter");
-                local.record_usage(local_permit, actual, meta).await?;
+                if whole {
+                    local.give_back(local_permit).await?;
+                } else {
+                    local.record_usage(local_permit, actual, meta).await?;
+                }
                 if let Some(p) = pause {
                     inner.pause(&entry, p).await;
                 }
@@ -223,6 +223,34 @@ impl RateLimiter for RedisLimiter {
             recorded_at: inner.clock.now(),
             paused_for: pause,
         })
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, LimitError> {
+        self.acquire_stamped(key, estimate)
+            .await
+            .map(|(permit, _)| permit)
+    }
+
+    async fn try_acquire(&self, key: &LimitKey, estimate: Cost) -> Result<Permit, Denial> {
+        self.decide(key, estimate).await.outcome
+    }
+
+    async fn record_usage(
+        &self,
+        permit: Permit,
+        actual: Cost,
+        meta: &ResponseMeta,
+    ) -> Result<UsageRecord, LimitError> {
+        self.end_permit(permit, Some(actual), meta).await
+    }
+
+    async fn give_back(&self, permit: Permit) -> Result<(), LimitError> {
+        self.end_permit(permit, None, &ResponseMeta::default())
+            .await
+            .map(drop)
     }
 
     async fn backoff_delay(
