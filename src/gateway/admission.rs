@@ -16,7 +16,8 @@
 //! estimates fit in it; the dispatcher sleeps exactly until the refusing limit's wait
 //! (or until a reservation is given back or a new request arrives). A waiter whose
 //! deadline passes is refused with the exact wait its estimate needs now — the wait after
-//! which it is admitted if nothing else is meanwhile.
+//! which it is admitted if nothing else is meanwhile (zero when it would fit now: it is
+//! still not admitted out of its turn).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -119,6 +120,8 @@ struct LaneState {
     queues: HashMap<Arc<str>, TenantQueue>,
     /// Tenants with waiters, in round-robin order; the front's turn is on.
     active: VecDeque<Arc<str>>,
+    /// The tenant whose turn is open (its round's quantum added).
+    turn: Option<Arc<str>>,
     waiting: usize,
     running: bool,
 }
@@ -365,26 +368,39 @@ impl Admission {
             q.waiters = kept;
         }
         st.waiting -= removed;
-        let LaneState { queues, active, .. } = st;
+        let LaneState {
+            queues,
+            active,
+            turn,
+            ..
+        } = st;
         active.retain(|t| queues.get(t).is_some_and(|q| !q.waiters.is_empty()));
         queues.retain(|_, q| !q.waiters.is_empty());
+        if turn.as_ref().is_some_and(|t| !queues.contains_key(t)) {
+            *turn = None;
+        }
         out
     }
 
+    /// Refuses a waiter whose deadline passed, with the exact wait its estimate needs now.
+    /// It is not admitted even if it fits now: that would pass the tenants whose turn it
+    /// is; a probe that admits is given back and the wait is zero.
     async fn refuse_expired(&self, w: Waiter, now: Nanos) {
         let waited = Duration::from_nanos(now.saturating_sub(w.arrived));
-        // One more try: it may fit now; else its exact wait now.
         let r = match self.try_both(&w.ask).await {
             Tried::Admitted(upstream, tenant) => {
-                let ticket = Ticket {
+                self.give_back_ticket(Ticket {
                     upstream,
                     tenant,
                     waited,
-                };
-                if let Err(Ok(t)) = w.reply.send(Ok(ticket)) {
-                    self.give_back_ticket(t).await;
+                })
+                .await;
+                Refusal::Timeout {
+                    side: Side::Upstream,
+                    dimension: None,
+                    retry_after: Some(Duration::ZERO),
+                    waited,
                 }
-                return;
             }
             Tried::Refused(side, d) => {
                 final_refusal(side, &d).unwrap_or_else(|| timeout(side, &d, waited))
@@ -402,23 +418,30 @@ impl Admission {
     }
 
     /// The next waiter in deficit-round-robin order (left in its queue); `None` when the
-    /// lane is empty, which also ends the dispatcher's run.
+    /// lane is empty, which also ends the dispatcher's run. A tenant's turn opens with its
+    /// quantum × weight added to its deficit; it is served while its head fits the
+    /// deficit; then the turn passes to the next tenant.
     fn pick(&self, lane: &Lane) -> Option<Head> {
         let mut guard = lane.state.lock();
         let st = &mut *guard;
         loop {
             let Some(tenant) = st.active.front().cloned() else {
                 st.running = false;
+                st.turn = None;
                 return None;
             };
-            let quantum = self.quantum;
-            let Some(q) = st.queues.get_mut(&tenant) else {
+            let alone = st.active.len() == 1;
+            let Some(q) = st.queues.get_mut(&tenant).filter(|q| !q.waiters.is_empty()) else {
                 st.active.pop_front();
+                st.turn = None;
                 continue;
             };
+            let share = self.quantum.saturating_mul(q.weight);
+            if st.turn.as_ref() != Some(&tenant) {
+                q.deficit = q.deficit.saturating_add(share);
+                st.turn = Some(tenant.clone());
+            }
             let Some(w) = q.waiters.front() else {
-                q.deficit = 0;
-                st.active.pop_front();
                 continue;
             };
             let cost = w.ask.cost.tokens;
@@ -429,15 +452,13 @@ impl Admission {
                     arrived: w.arrived,
                 });
             }
-            // Its turn is over: a round's quantum, then the next tenant. A tenant alone
-            // gets as many rounds as its head needs at once.
-            let share = quantum.saturating_mul(q.weight);
-            if st.active.len() == 1 {
+            if alone {
+                // Nobody to pass the turn to: as many rounds as the head needs at once.
                 let rounds = (cost - q.deficit).div_ceil(share);
                 q.deficit = q.deficit.saturating_add(rounds.saturating_mul(share));
             } else {
-                q.deficit = q.deficit.saturating_add(share);
                 st.active.rotate_left(1);
+                st.turn = None;
             }
         }
     }
@@ -453,6 +474,9 @@ impl Admission {
         if empty {
             q.deficit = 0;
             st.active.retain(|t| t != tenant);
+            if st.turn.as_ref() == Some(tenant) {
+                st.turn = None;
+            }
         }
         st.waiting -= 1;
         Some(w)
