@@ -514,3 +514,86 @@ async fn shadow_mode_forwards_everything_and_records_what_it_would_have_delayed(
     assert!(text.contains("hub_gateway_shadow_delayed_total{tenant=\"a\",upstream=\"oai\"} 3"));
     assert!(!text.contains("sk-upstream-secret") && !text.contains(KEY_A));
 }
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests_and_takes_no_new_ones() {
+    let mut c = mock_config(10_000);
+    c.latency = LatencyConfig {
+        zero: false,
+        ttft_median: Duration::from_millis(300),
+        ttft_p99: Duration::from_millis(300),
+        per_token: Duration::from_millis(1),
+        per_token_sigma: 0.0,
+    };
+    let mock = mock(c).await;
+    let text = config(&mock, "grace = \"5s\"", "");
+    let config = GatewayConfig::from_str_with(&text, "gateway.toml", env).expect("valid");
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let limiter: Arc<dyn RateLimiter> =
+        Arc::new(KeyedLimiter::new(config.limits.clone(), clock.clone()).expect("limiter"));
+    let state = GatewayState::new(
+        config,
+        limiter,
+        clock,
+        Arc::new(HttpTransport::new().expect("client")),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(connector_hub::gateway::serve::serve(
+        state.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(ready.status(), 200);
+    let slow = tokio::spawn({
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(KEY_A)
+                .json(&chat(4))
+                .send()
+                .await
+                .expect("answered")
+                .status()
+        }
+    });
+    // Wait until the request is in the gateway (bounded), then signal.
+    for _ in 0..500 {
+        if state.metrics.in_flight() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(state.metrics.in_flight(), 1);
+    stop.send(()).expect("serving");
+    assert_eq!(
+        slow.await.expect("task"),
+        200,
+        "the in-flight request finished"
+    );
+    assert_eq!(
+        server.await.expect("task").expect("served"),
+        true,
+        "drained within the grace period"
+    );
+    assert!(!state.accepting());
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+}

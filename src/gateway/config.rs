@@ -609,4 +609,21 @@ tpm = 40000
             assert_eq!(e.field(), Some(field), "{e}");
         }
     }
+
+    #[test]
+    fn the_shipped_example_loads() {
+        let text = include_str!("../../examples/gateway.toml");
+        let c = GatewayConfig::from_str_with(text, "examples/gateway.toml", |name| {
+            Some(format!("value-of-{name}"))
+        })
+        .expect("the example is valid");
+        assert_eq!(c.tenants.len(), 2);
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams[0].max_retries, 3);
+        let az = c
+            .limits
+            .config_for(&c.upstreams[1].limit_key("gpt-4o-mini-eu"))
+            .expect("limited");
+        assert_eq!(az.strategy, crate::limiter::Strategy::SlidingLog);
+    }
 }

@@ -20,6 +20,7 @@
 //! - [`sse`]: streams passed through event by event, the usage chunk read (and stripped).
 //! - [`errors`]: the gateway's own answers in OpenAI's or Azure's shape.
 //! - [`metrics`]: Prometheus text per tenant and upstream.
+//! - [`serve`]: binding, and the graceful shutdown (SIGTERM / Ctrl-C, grace period).
 //!
 //! # Client headers
 //! - `Authorization: Bearer <gateway key>` or `api-key: <gateway key>`.
@@ -41,6 +42,7 @@ pub mod forward;
 pub mod inspect;
 pub mod metrics;
 pub mod routes;
+pub mod serve;
 pub mod sse;
 pub mod upstream;
 
