@@ -70,9 +70,12 @@ pub fn app(state: Shared) -> Router {
             "/openai/deployments/{deployment}/embeddings",
             azure(Operation::Embeddings),
         )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route(
+            "/healthz",
+            get(|| async { "ok" }).fallback(method_not_allowed),
+        )
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(no_route)
         .with_state(state)
 }
