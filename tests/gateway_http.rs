@@ -16,6 +16,7 @@ use mock_providers::config::ModelConfig;
 use mock_providers::generation::LatencyConfig;
 use mock_providers::{MockConfig, MockHandle, MockServer};
 use serde_json::{json, Value};
+use tower::ServiceExt;
 
 const MODEL: &str = "gpt-4o-mini";
 const KEY_A: &str = "gw-key-a";
@@ -596,4 +597,45 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_takes_no_new_ones() {
             .is_err(),
         "the listener is closed"
     );
+}
+
+#[tokio::test]
+async fn readyz_reflects_the_redis_failure_policy() {
+    let mock = mock(mock_config(10_000)).await;
+    // A closed port: Redis is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    for (policy, ready) in [
+        ("fail_closed", 503),
+        ("fail_open", 200),
+        ("local_fallback", 200),
+    ] {
+        let limits = format!(
+            "[limits]\nbackend = \"redis\"\n[limits.redis]\nurl = \"redis://127.0.0.1:{port}\"\n\
+             timeout = \"200ms\"\nfailure_policy = \"{policy}\"\n"
+        );
+        let text = format!("{}{limits}", config(&mock, "", ""));
+        let config = GatewayConfig::from_str_with(&text, "gateway.toml", env).expect("valid");
+        let state = GatewayState::from_config(config).expect("builds without connecting");
+        let r = app(state.clone())
+            .oneshot(
+                axum::http::Request::get("/readyz")
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), ready, "{policy}");
+        let h = app(state)
+            .oneshot(
+                axum::http::Request::get("/healthz")
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(h.status(), 200, "{policy}: alive either way");
+    }
 }

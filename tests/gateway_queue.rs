@@ -119,6 +119,53 @@ async fn a_contended_request_waits_its_max_wait_then_gets_the_exact_retry_after(
     let start = tokio::time::Instant::now();
     assert_eq!(chat(&router, Some(0)).await.status(), 200);
     assert_eq!(start.elapsed(), Duration::ZERO);
+
+    // What /metrics says about it, per tenant and upstream, with no key in it.
+    let r = router
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    let text = String::from_utf8(
+        axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .expect("body")
+            .to_vec(),
+    )
+    .expect("utf8");
+    let labels = "tenant=\"a\",upstream=\"oai\"";
+    for line in [
+        format!("hub_gateway_admitted_total{{{labels}}} 3"),
+        format!(
+            "hub_gateway_refused_total{{{labels},reason=\"timeout:requests per minute (RPM)\"}} 2"
+        ),
+        format!("hub_gateway_wait_seconds_count{{{labels}}} 3"),
+        format!("hub_gateway_upstream_429_total{{{labels}}} 0"),
+        "hub_gateway_in_flight 0".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
+    let reserved = metric(
+        &text,
+        &format!("hub_gateway_tokens_reserved_total{{{labels}}}"),
+    );
+    let used = metric(&text, &format!("hub_gateway_tokens_used_total{{{labels}}}"));
+    assert!(
+        used > 0 && used <= reserved,
+        "used {used} of {reserved} reserved"
+    );
+    assert!(!text.contains("key-a") && !text.contains("sk-up"));
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
 }
 
 /// One tenant's arrivals: `count` requests of `tokens`, every `every`.
