@@ -29,8 +29,9 @@ pub struct Inspected {
     pub size: RequestSize,
 }
 
-fn bad(family: Family, message: String, param: &str) -> GatewayError {
-    GatewayError::invalid(family, message, Some(param))
+/// A 400 naming `param` (boxed: the error is large and the happy path small).
+fn bad(family: Family, message: String, param: &str) -> Box<GatewayError> {
+    Box::new(GatewayError::invalid(family, message, Some(param)))
 }
 
 /// Reads `body` for `op`; a body that is not JSON, or lacks or mistypes what `op` needs,
@@ -41,20 +42,20 @@ pub fn inspect(
     op: Operation,
     body: &[u8],
     model_required: bool,
-) -> Result<Inspected, GatewayError> {
+) -> Result<Inspected, Box<GatewayError>> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        GatewayError::invalid(
+        Box::new(GatewayError::invalid(
             family,
             format!("We could not parse the JSON body of your request: {e}"),
             None,
-        )
+        ))
     })?;
     let Value::Object(o) = value else {
-        return Err(GatewayError::invalid(
+        return Err(Box::new(GatewayError::invalid(
             family,
             "The request body must be a JSON object.",
             None,
-        ));
+        )));
     };
     let model = match o.get("model") {
         Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
@@ -100,7 +101,7 @@ pub fn inspect(
             ))
         }
     };
-    let count = |field: &str| -> Result<Option<u64>, GatewayError> {
+    let count = |field: &str| -> Result<Option<u64>, Box<GatewayError>> {
         match o.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -330,7 +331,7 @@ pub fn with_include_usage(body: &Bytes) -> Bytes {
 mod tests {
     use super::*;
 
-    fn chat(body: &str) -> Result<Inspected, GatewayError> {
+    fn chat(body: &str) -> Result<Inspected, Box<GatewayError>> {
         inspect(Family::Openai, Operation::Chat, body.as_bytes(), true)
     }
 

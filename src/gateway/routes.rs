@@ -180,7 +180,7 @@ async fn handle(
     };
     let seen = match inspect(family, op, &body, family == Family::Openai) {
         Ok(i) => i,
-        Err(e) => return e.into_response(),
+        Err(e) => return (*e).into_response(),
     };
     if family == Family::Azure && api_version.is_none() {
         return GatewayError::invalid(
