@@ -638,3 +638,73 @@ async fn readyz_reflects_the_redis_failure_policy() {
         assert_eq!(h.status(), 200, "{policy}: alive either way");
     }
 }
+
+/// An upstream that records the body it receives and answers a canned completion.
+fn capturing_upstream(seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>>) -> axum::Router {
+    axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("lock").push(body.to_vec());
+                assert_eq!(headers["authorization"], "Bearer sk-upstream-secret");
+                axum::Json(json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}))
+            }
+        }),
+    )
+}
+
+#[tokio::test]
+async fn the_body_is_forwarded_byte_for_byte_with_include_usage_spliced_into_streams() {
+    use connector_hub::gateway::upstream::RouterTransport;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let text = r#"
+[gateway]
+[[gateway.tenant]]
+name = "a"
+key_env = "GW_A"
+[[upstream]]
+id = "oai"
+kind = "openai"
+url = "http://upstream.invalid/v1"
+api_key_env = "UP_KEY"
+models = ["gpt-4o-mini"]
+"#;
+    let config = GatewayConfig::from_str_with(text, "gateway.toml", env).expect("valid");
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let limiter: Arc<dyn RateLimiter> =
+        Arc::new(KeyedLimiter::new(config.limits.clone(), clock.clone()).expect("limiter"));
+    let transport = Arc::new(RouterTransport::new(capturing_upstream(seen.clone())));
+    let router = app(GatewayState::new(config, limiter, clock, transport));
+    // Fields the unified request does not know, odd spacing, a float that re-encoding
+    // would change, keys out of order.
+    let plain = "{ \"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"model\":\"gpt-4o-mini\",\n \"messages\":[{\"role\":\"user\",\"content\":\"hi\"}], \"temperature\":0.70000000000000001,\"x_vendor\":{\"a\":1} }";
+    let streamed = plain.replace("\"x_vendor\"", "\"stream\":true,\"x_vendor\"");
+    for body in [plain.to_owned(), streamed.clone()] {
+        let r = router
+            .clone()
+            .oneshot(
+                axum::http::Request::post("/v1/chat/completions")
+                    .header("authorization", format!("Bearer {KEY_A}"))
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body))
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), 200);
+    }
+    let seen = seen.lock().expect("lock");
+    assert_eq!(String::from_utf8_lossy(&seen[0]), plain, "unchanged");
+    // Spliced right before the closing brace; every other byte as sent.
+    let close = streamed.rfind('}').expect("an object");
+    let expected = format!(
+        "{},\"stream_options\":{{\"include_usage\":true}}}}",
+        &streamed[..close]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&seen[1]),
+        expected,
+        "only include_usage added"
+    );
+}

@@ -232,3 +232,29 @@ async fn three_gateways_share_one_quota_through_redis() {
     drop(gateways);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hub_serve_with_a_bad_config_exits_2_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("hub-gw-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        config("http://127.0.0.1:1", "redis://127.0.0.1:1", "p"),
+    )
+    .expect("write");
+    // HUB_TEST_GW_KEY is not set: the tenant's key cannot be read.
+    let out = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("HUB_TEST_GW_KEY")
+        .output()
+        .expect("hub runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gateway.tenant[0].key_env") && err.contains("HUB_TEST_GW_KEY"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -120,7 +120,9 @@ pub async fn run(state: Arc<GatewayState>, job: Job) -> Response {
             }
             Action::Finish(outcome) => {
                 state.metrics.in_flight_add(-1);
-                return run.answer(outcome).await;
+                let response = run.answer(outcome).await;
+                log_end(&state, &run.job, &machine, response.status().as_u16());
+                return response;
             }
         };
     }
@@ -281,6 +283,8 @@ impl Run {
         meta: ResponseMeta,
     ) -> Response {
         let (parts, body) = response.into_parts();
+        let parts_status = parts.status.as_u16();
+        let strip = self.job.strip_usage;
         let Run {
             state,
             job,
@@ -325,13 +329,10 @@ impl Run {
                     action = machine.handle(state.clock.now(), Event::Recorded);
                 }
                 state.metrics.in_flight_add(-1);
+                log_end(&state, &job, &machine, parts_status);
             }) as super::sse::Finish
         };
-        let tapped = Tapped::new(
-            body.into_data_stream(),
-            UsageTap::new(job.strip_usage),
-            on_end,
-        );
+        let tapped = Tapped::new(body.into_data_stream(), UsageTap::new(strip), on_end);
         let mut out = Response::new(Body::from_stream(tapped));
         *out.status_mut() = parts.status;
         copy_headers(&parts.headers, out.headers_mut(), PASSED_HEADERS);
@@ -344,7 +345,7 @@ impl Run {
         out
     }
 
-    async fn answer(mut self, outcome: Outcome) -> Response {
+    async fn answer(&mut self, outcome: Outcome) -> Response {
         let family = self.job.family;
         match outcome {
             Outcome::Refused => match self.refusal.take() {
@@ -426,6 +427,22 @@ async fn record(
         .metrics
         .used(&t.name, &state.config.upstreams[upstream].id, actual.tokens);
     state.admission.notify(key);
+}
+
+/// One structured line per request: who, where, how it ended — never a prompt or a key.
+fn log_end(state: &GatewayState, job: &Job, machine: &RequestLifecycle, status: u16) {
+    tracing::info!(
+        tenant = %state.config.tenants[job.tenant].name,
+        upstream = %state.config.upstreams[job.upstream].id,
+        model = %job.model,
+        stream = job.stream,
+        status,
+        outcome = ?machine.outcome(),
+        attempts = machine.attempts(),
+        waited_ms = machine.waited().as_millis() as u64,
+        estimate_tokens = job.estimate.tokens,
+        "request"
+    );
 }
 
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[&'static str]) {
