@@ -180,6 +180,14 @@ impl Admission {
         }
     }
 
+    /// Wakes every lane's dispatcher (a tenant's reservation, which any lane may be
+    /// waiting for, was recorded or given back).
+    pub fn notify_all(&self) {
+        for lane in self.lanes.lock().values() {
+            lane.wake.notify_one();
+        }
+    }
+
     /// Tries `ask` once over both keys, without waiting or queueing: the decision a
     /// shadow-mode gateway records.
     pub async fn probe(&self, ask: &Ask) -> Result<Ticket, (Side, Denial)> {

@@ -160,7 +160,8 @@ pub struct Upstream {
     pub models: Vec<String>,
     /// The `api-version` sent to an Azure upstream when the client's route has none.
     pub api_version: String,
-    /// Longest one upstream attempt may take.
+    /// Longest wait for an upstream attempt's response head (a stream then runs as long
+    /// as the upstream sends).
     pub timeout: Duration,
     /// The `max_wait` of its `[[limiter]]` block: caps a tenant's max wait.
     pub max_wait: Option<Duration>,

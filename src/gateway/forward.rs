@@ -426,7 +426,12 @@ async fn record(
     state
         .metrics
         .used(&t.name, &state.config.upstreams[upstream].id, actual.tokens);
-    state.admission.notify(key);
+    if t.limited {
+        // The tenant's limits are shared by every lane it waits in.
+        state.admission.notify_all();
+    } else {
+        state.admission.notify(key);
+    }
 }
 
 /// One structured line per request: who, where, how it ended — never a prompt or a key.

@@ -33,7 +33,8 @@ struct Series {
 /// The gateway's counters (cheap to update from every request).
 #[derive(Debug, Default)]
 pub struct GatewayMetrics {
-    series: Mutex<BTreeMap<(String, String), Series>>,
+    /// Tenant → upstream → series (looked up by `&str`: no allocation once a pair exists).
+    series: Mutex<BTreeMap<String, BTreeMap<String, Series>>>,
     in_flight: AtomicI64,
 }
 
@@ -65,9 +66,19 @@ impl GatewayMetrics {
     }
 
     fn with(&self, tenant: &str, upstream: &str, f: impl FnOnce(&mut Series)) {
-        let mut s = self.series.lock();
-        f(s.entry((tenant.to_owned(), upstream.to_owned()))
-            .or_default());
+        let mut all = self.series.lock();
+        if !all.contains_key(tenant) {
+            all.insert(tenant.to_owned(), BTreeMap::new());
+        }
+        let Some(per) = all.get_mut(tenant) else {
+            return;
+        };
+        if !per.contains_key(upstream) {
+            per.insert(upstream.to_owned(), Series::default());
+        }
+        if let Some(s) = per.get_mut(upstream) {
+            f(s);
+        }
     }
 
     /// A request was admitted after waiting `waited`, reserving `tokens`.
@@ -130,7 +141,8 @@ impl GatewayMetrics {
         let s = self
             .series
             .lock()
-            .get(&(tenant.to_owned(), upstream.to_owned()))
+            .get(tenant)
+            .and_then(|per| per.get(upstream))
             .cloned()
             .unwrap_or_default();
         PairStats {
@@ -147,7 +159,15 @@ impl GatewayMetrics {
 
     /// Everything in Prometheus text format.
     pub fn prometheus_text(&self) -> String {
-        let series = self.series.lock().clone();
+        let series: Vec<((String, String), Series)> = self
+            .series
+            .lock()
+            .iter()
+            .flat_map(|(t, per)| {
+                per.iter()
+                    .map(move |(u, s)| ((t.clone(), u.clone()), s.clone()))
+            })
+            .collect();
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, get: &dyn Fn(&Series) -> u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

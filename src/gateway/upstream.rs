@@ -79,14 +79,20 @@ impl Transport for HttpTransport {
         timeout: Duration,
     ) -> Result<Response<Body>, TransportError> {
         let (parts, body) = request.into_parts();
-        let sent = self
+        let send = self
             .client
             .request(parts.method, parts.uri.to_string())
             .headers(parts.headers)
             .body(body)
-            .timeout(timeout)
-            .send()
+            .send();
+        // The timeout bounds the wait for the response head only: a stream may then run
+        // as long as the upstream keeps sending.
+        let sent = tokio::time::timeout(timeout, send)
             .await
+            .map_err(|_| TransportError {
+                message: "the upstream did not answer in time".into(),
+                timeout: true,
+            })?
             .map_err(|e| {
                 let c = error_from_transport(&e);
                 TransportError {
