@@ -257,3 +257,58 @@ async fn a_flooding_tenant_cannot_take_a_tenant_at_its_share_below_its_share() {
     assert!(total <= 3 + 160, "{total} admitted");
     assert!(a_admitted >= 30, "A still got the rest ({a_admitted})");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tenants_own_limit_refuses_without_charging_the_upstream() {
+    // Tenant `a` may send 1 request per minute of its own; the upstream allows 2.
+    let text = r#"
+[gateway]
+[[gateway.tenant]]
+name = "a"
+key_env = "GW_A"
+max_wait = "1s"
+limit = { limits = { rpm = 1 } }
+
+[[upstream]]
+id = "oai"
+kind = "openai"
+url = "http://mock.invalid/v1"
+api_key_env = "UP_KEY"
+models = ["gpt-4o-mini"]
+limiter = "tuned"
+
+[[limiter]]
+name = "tuned"
+strategy = "token_bucket"
+limits = { rpm = 2, tpm = 100000 }
+"#;
+    let config = GatewayConfig::from_str_with(text, "gateway.toml", env).expect("valid");
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let limiter: Arc<dyn RateLimiter> =
+        Arc::new(KeyedLimiter::new(config.limits.clone(), clock.clone()).expect("limiter"));
+    let mock = mock_providers::MockState::with_clock(
+        mock_providers::MockConfig::default(),
+        Arc::new(mock_providers::clock::TokioClock::new()),
+    )
+    .expect("mock");
+    let transport = Arc::new(RouterTransport::new(mock_providers::app(mock)));
+    let state = GatewayState::new(config, limiter.clone(), clock, transport);
+    let router = app(state.clone());
+    assert_eq!(chat(&router, None).await.status(), 200);
+    let r = chat(&router, None).await;
+    assert_eq!(r.status(), 429, "the tenant's limit refuses");
+    // The tenant's bucket refills one request per 60 s; 1 s was spent waiting.
+    assert_eq!(r.headers()["retry-after-ms"], "59000");
+    assert_eq!(
+        r.headers()["x-ratelimit-limit-requests"],
+        "1",
+        "the headers describe the limit that refused: the tenant's"
+    );
+    let up = limiter
+        .usage_stats(&LimitKey::new("oai", "gpt-4o-mini"))
+        .await
+        .expect("stats");
+    assert_eq!(up.admitted, 1, "the refused request reserved nothing upstream");
+    assert_eq!(up.requests_remaining(), Some(1));
+    assert_eq!(up.in_flight, 0);
+}
