@@ -308,7 +308,63 @@ limits = { rpm = 2, tpm = 100000 }
         .usage_stats(&LimitKey::new("oai", "gpt-4o-mini"))
         .await
         .expect("stats");
-    assert_eq!(up.admitted, 1, "the refused request reserved nothing upstream");
+    assert_eq!(
+        up.admitted, 1,
+        "the refused request reserved nothing upstream"
+    );
     assert_eq!(up.requests_remaining(), Some(1));
     assert_eq!(up.in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn of_several_upstreams_serving_a_model_the_one_with_most_headroom_gets_the_request() {
+    let text = r#"
+[gateway]
+[[gateway.tenant]]
+name = "a"
+key_env = "GW_A"
+max_wait = "1s"
+
+[[upstream]]
+id = "one"
+kind = "openai"
+url = "http://mock.invalid/v1"
+api_key_env = "UP_KEY"
+models = ["gpt-4o-mini"]
+limiter = "one-per-minute"
+
+[[upstream]]
+id = "two"
+kind = "openai"
+url = "http://mock.invalid/v1"
+api_key_env = "UP_KEY"
+models = ["gpt-4o-mini"]
+limiter = "one-per-minute"
+
+[[limiter]]
+name = "one-per-minute"
+strategy = "token_bucket"
+limits = { rpm = 1 }
+"#;
+    let config = GatewayConfig::from_str_with(text, "gateway.toml", env).expect("valid");
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let limiter: Arc<dyn RateLimiter> =
+        Arc::new(KeyedLimiter::new(config.limits.clone(), clock.clone()).expect("limiter"));
+    let mock = mock_providers::MockState::with_clock(
+        mock_providers::MockConfig::default(),
+        Arc::new(mock_providers::clock::TokioClock::new()),
+    )
+    .expect("mock");
+    let transport = Arc::new(RouterTransport::new(mock_providers::app(mock)));
+    let state = GatewayState::new(config, limiter, clock, transport);
+    let router = app(state.clone());
+    assert_eq!(chat(&router, None).await.status(), 200);
+    assert_eq!(
+        chat(&router, None).await.status(),
+        200,
+        "the other upstream"
+    );
+    assert_eq!(chat(&router, None).await.status(), 429, "both spent");
+    assert_eq!(state.metrics.pair("a", "one").admitted, 1);
+    assert_eq!(state.metrics.pair("a", "two").admitted, 1);
 }

@@ -203,7 +203,8 @@ pub struct GatewayConfig {
     pub front: Front,
     /// The tenants, in file order.
     pub tenants: Vec<Tenant>,
-    /// The upstreams, in file order (the first serving a model gets its requests).
+    /// The upstreams, in file order. Among several serving a model, each request goes to
+    /// the one with the most headroom for its estimate (ties: the first).
     pub upstreams: Vec<Upstream>,
     /// The limiter's configuration: `[limits]`, plus one rule per limited upstream and
     /// per tenant with limits.
@@ -320,11 +321,21 @@ impl GatewayConfig {
         .map_err(HubError::from)
     }
 
-    /// The upstream serving `model` (a model name or an Azure deployment), if any.
+    /// The first upstream serving `model` (a model name or an Azure deployment), if any.
     pub fn upstream_for(&self, model: &str) -> Option<usize> {
         self.upstreams
             .iter()
             .position(|u| u.models.iter().any(|m| m == model))
+    }
+
+    /// Every upstream serving `model`, in file order.
+    pub fn upstreams_for(&self, model: &str) -> Vec<usize> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.models.iter().any(|m| m == model))
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 

@@ -23,6 +23,8 @@ use super::inspect::{inspect, with_include_usage};
 use super::upstream::Operation;
 use super::{GatewayState, MAX_WAIT_HEADER};
 use crate::clock::nanos;
+use crate::provider::admission::RequestSize;
+use crate::selector::MostHeadroomSelector;
 
 type Shared = Arc<GatewayState>;
 
@@ -150,6 +152,27 @@ async fn models(State(s): State<Shared>, headers: HeaderMap) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// The upstream for a request of `size` to `model`: the only one serving it, or among
+/// several the one whose limits have the most headroom for its estimate now (the Hub's
+/// `most_headroom` rule; ties and unreadable stats keep file order).
+async fn choose_upstream(s: &GatewayState, model: &str, size: &RequestSize) -> Option<usize> {
+    let candidates = s.config.upstreams_for(model);
+    if candidates.len() <= 1 {
+        return candidates.first().copied();
+    }
+    let selector = MostHeadroomSelector::new(s.limiter.clone(), s.clock.clone());
+    let mut best: Option<(Option<u64>, usize)> = None;
+    for i in candidates {
+        let u = &s.config.upstreams[i];
+        let tokens = u.kind.admission_rule().tokens(size);
+        let room = selector.headroom(&u.limit_key(model), tokens).await;
+        if best.is_none_or(|(r, _)| room > r) {
+            best = Some((room, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
 async fn handle(
     s: Shared,
     family: Family,
@@ -194,7 +217,7 @@ async fn handle(
         return GatewayError::invalid(family, "you must provide a model parameter", Some("model"))
             .into_response();
     };
-    let Some(upstream) = s.config.upstream_for(&model) else {
+    let Some(upstream) = choose_upstream(&s, &model, &seen.size).await else {
         return GatewayError::model_not_found(family, &model).into_response();
     };
     let u = &s.config.upstreams[upstream];
