@@ -715,3 +715,69 @@ models = ["gpt-4o-mini"]
         "only include_usage added"
     );
 }
+
+#[tokio::test]
+async fn a_5xx_is_retried_then_passed_on_and_a_stream_broken_upstream_is_charged_what_it_sent() {
+    // Every request to gpt-4o-mini fails with a 500 after admission (charged by the mock).
+    let mut c = mock_config(10_000);
+    for m in c.models.iter_mut().filter(|m| m.id == MODEL) {
+        m.faults.error_500 = 1.0;
+    }
+    let mock = mock(c).await;
+    let limiter = "[[limiter]]\nname = \"tuned\"\nstrategy = \"token_bucket\"\nlimits = { rpm = 100, tpm = 100000 }\n\
+                   [retry]\nmax_retries = 2\nbackoff = { base = \"5ms\", cap = \"10ms\" }\n";
+    let gw = gateway(&config(&mock, "", limiter)).await;
+    let r = gw
+        .post("/v1/chat/completions", Some(KEY_A), &chat(16))
+        .await;
+    assert_eq!(r.status(), 500, "the last upstream answer, passed on");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "server_error");
+    let st = stats(&mock).await;
+    assert_eq!(
+        st["keys"][MOCK_KEY]["faults"]["error_500"], 3,
+        "1 + 2 retries"
+    );
+    let key = LimitKey::new("oai", MODEL);
+    let s = gw.state.limiter.usage_stats(&key).await.expect("stats");
+    assert_eq!(s.admitted, 3);
+    assert_eq!(s.in_flight, 0);
+    let estimate = s.tokens_charged / 3;
+    assert!(estimate >= 16, "each 5xx kept its estimate ({estimate})");
+
+    // A stream the upstream drops half way: passed on as far as it went, not retried,
+    // charged prompt + what was streamed.
+    let mut c = mock_config(10_000);
+    for m in c.models.iter_mut().filter(|m| m.id == MODEL) {
+        m.faults.drop_mid_stream = 1.0;
+    }
+    let dropping = MockServer::start(c).await.expect("mock starts");
+    let limiter = "[[limiter]]\nname = \"tuned\"\nstrategy = \"token_bucket\"\nlimits = { rpm = 100, tpm = 100000 }\n";
+    let gw = gateway(&config(&dropping, "", limiter)).await;
+    let mut body = chat(64);
+    body["stream"] = json!(true);
+    let r = gw.post("/v1/chat/completions", Some(KEY_A), &body).await;
+    assert_eq!(r.status(), 200);
+    let mut s = r.bytes_stream();
+    let mut got = Vec::new();
+    while let Some(Ok(b)) = s.next().await {
+        got.extend_from_slice(&b);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.contains("[DONE]"), "{text}");
+    let st = stats(&dropping).await;
+    assert_eq!(st["keys"][MOCK_KEY]["faults"]["dropped"], 1, "not retried");
+    for _ in 0..200 {
+        if gw.in_flight(&key).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let s = gw.state.limiter.usage_stats(&key).await.expect("stats");
+    assert_eq!(s.in_flight, 0);
+    assert!(
+        s.tokens_charged > 0 && s.tokens_charged < 64,
+        "charged what was streamed ({}), not the estimate",
+        s.tokens_charged
+    );
+}
