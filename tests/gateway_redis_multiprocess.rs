@@ -95,7 +95,7 @@ async fn start_gateway(dir: &std::path::Path, i: usize, text: &str) -> Gateway {
         .args(["--addr", &format!("127.0.0.1:{port}")])
         .env("HUB_TEST_GW_KEY", "gw-load")
         .env("HUB_TEST_UP_KEY", "az-key")
-        .env("RUST_LOG", "warn")
+        .env("HUB_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

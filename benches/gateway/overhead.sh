@@ -39,7 +39,7 @@ limits = { rpm = 1000000000, tpm = 1000000000000 }
 TOML
 "$bin/hub" mock --config mock-providers/bench/perf.toml --addr 127.0.0.1:18090 >/dev/null 2>&1 &
 mock_pid=$!
-BENCH_GW_KEY=gw-bench BENCH_UP_KEY=sk-bench RUST_LOG=warn \
+BENCH_GW_KEY=gw-bench BENCH_UP_KEY=sk-bench HUB_LOG=warn \
   "$bin/hub" serve --config "$tmp/gateway.toml" --addr 127.0.0.1:18091 >/dev/null 2>&1 &
 gw_pid=$!
 trap 'kill $mock_pid $gw_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
