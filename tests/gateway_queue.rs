@@ -368,3 +368,48 @@ limits = { rpm = 1 }
     assert_eq!(state.metrics.pair("a", "one").admitted, 1);
     assert_eq!(state.metrics.pair("a", "two").admitted, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_waiting_for_its_own_limit_does_not_hold_the_others_back() {
+    // Tenant `a` may send 1 request per minute of its own; `b` has no limit of its own;
+    // the upstream has room for both.
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let limits = LimiterConfig::from_toml(
+        "[[key]]\nprovider = \"up\"\nlimit = { limits = { rpm = 100 } }\n\
+         [[key]]\nprovider = \"tenant\"\ndeployment = \"a\"\nlimit = { limits = { rpm = 1 } }\n",
+    )
+    .expect("valid");
+    let limiter: Arc<dyn RateLimiter> =
+        Arc::new(KeyedLimiter::new(limits, clock.clone()).expect("limiter"));
+    let admission = Admission::new(limiter, clock.clone(), 1024);
+    let ask = |tenant: &str, limited: bool| Ask {
+        upstream: LimitKey::new("up", "m"),
+        tenant_key: limited.then(|| LimitKey::new("tenant", "*").with_deployment(tenant)),
+        tenant: tenant.into(),
+        weight: 1,
+        cost: Cost::request(10),
+        deadline: clock.now() + Duration::from_secs(120).as_nanos() as u64,
+    };
+    let first = admission.admit(ask("a", true)).await.expect("a's first");
+    drop(first);
+    // a's second waits ~60 s for a's own limit, in the lane's queue.
+    let waiting = tokio::spawn({
+        let (admission, a2) = (admission.clone(), ask("a", true));
+        async move { admission.admit(a2).await.map(|t| t.waited) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(admission.waiting(&LimitKey::new("up", "m")), 1);
+    let start = tokio::time::Instant::now();
+    let b = admission
+        .admit(ask("b", false))
+        .await
+        .expect("b is admitted");
+    assert_eq!(start.elapsed(), Duration::ZERO, "b did not wait behind a");
+    drop(b);
+    let waited = waiting.await.expect("task").expect("a's second, in time");
+    assert_eq!(
+        waited,
+        Duration::from_secs(60),
+        "a waited exactly for its own limit"
+    );
+}

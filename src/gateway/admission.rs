@@ -10,6 +10,8 @@
 //! another request of the same tenant may see it, never the upstream.
 //!
 //! **Queue.** While nobody waits for an upstream key (a *lane*), a request tries at once.
+//! A tenant whose head is refused by the tenant's *own* limits is skipped until they
+//! admit it, so one tenant's limit never holds back the others on the same upstream.
 //! Otherwise — or when refused for now — it joins its tenant's FIFO in the lane, and one
 //! dispatcher task per lane admits the waiters in deficit-round-robin order: each round a
 //! tenant's deficit grows by `quantum × weight` tokens and it may take requests whose
@@ -122,6 +124,10 @@ struct LaneState {
     active: VecDeque<Arc<str>>,
     /// The tenant whose turn is open (its round's quantum added).
     turn: Option<Arc<str>>,
+    /// Tenants whose own limits refused their head: skipped until then (`None`: until
+    /// the dispatcher is woken, e.g. by a record freeing a concurrency slot), so one
+    /// tenant's limit never holds the others back.
+    blocked: HashMap<Arc<str>, Option<Nanos>>,
     waiting: usize,
     running: bool,
 }
@@ -304,8 +310,13 @@ impl Admission {
             for w in self.expired(&lane, now) {
                 self.refuse_expired(w, now).await;
             }
-            let Some(head) = self.pick(&lane) else {
-                return;
+            let head = match self.pick(&lane, now) {
+                Pick::Empty => return,
+                Pick::Blocked(until) => {
+                    self.sleep(&lane, until).await;
+                    continue;
+                }
+                Pick::Head(head) => head,
             };
             match self.try_both(&head.ask).await {
                 Tried::Admitted(upstream, tenant) => {
@@ -334,24 +345,36 @@ impl Admission {
                     }
                     let now = self.clock.now();
                     let until = d.retry_after().map(|w| now.saturating_add(nanos(w).max(1)));
-                    let deadline = self.earliest_deadline(&lane);
-                    let wake_at = match (until, deadline) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    let notified = lane.wake.notified();
-                    match wake_at {
-                        Some(t) => {
-                            tokio::select! {
-                                _ = self.clock.sleep_until(t) => {}
-                                _ = notified => {}
-                            }
-                        }
-                        None => notified.await,
+                    if side == Side::Tenant {
+                        // Only this tenant must wait: the others go on.
+                        lane.state.lock().blocked.insert(head.tenant.clone(), until);
+                        continue;
                     }
+                    self.sleep(&lane, until).await;
                 }
             }
         }
+    }
+
+    /// Sleeps until `until`, the earliest deadline, or a wake-up, whichever is first;
+    /// then tenants blocked until a wake-up are tried again.
+    async fn sleep(&self, lane: &Lane, until: Option<Nanos>) {
+        let deadline = self.earliest_deadline(lane);
+        let wake_at = match (until, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let notified = lane.wake.notified();
+        match wake_at {
+            Some(t) => {
+                tokio::select! {
+                    _ = self.clock.sleep_until(t) => {}
+                    _ = notified => {}
+                }
+            }
+            None => notified.await,
+        }
+        lane.state.lock().blocked.retain(|_, until| until.is_some());
     }
 
     /// Removes waiters whose deadline passed or whose request is gone; the first are
@@ -425,18 +448,21 @@ impl Admission {
             .min()
     }
 
-    /// The next waiter in deficit-round-robin order (left in its queue); `None` when the
-    /// lane is empty, which also ends the dispatcher's run. A tenant's turn opens with its
-    /// quantum × weight added to its deficit; it is served while its head fits the
-    /// deficit; then the turn passes to the next tenant.
-    fn pick(&self, lane: &Lane) -> Option<Head> {
+    /// The next waiter in deficit-round-robin order (left in its queue), skipping tenants
+    /// blocked by their own limits; [`Pick::Empty`] when the lane is empty, which also
+    /// ends the dispatcher's run. A tenant's turn opens with its quantum × weight added to
+    /// its deficit; it is served while its head fits the deficit; then the turn passes to
+    /// the next tenant.
+    fn pick(&self, lane: &Lane, now: Nanos) -> Pick {
         let mut guard = lane.state.lock();
         let st = &mut *guard;
+        st.blocked.retain(|_, until| until.is_none_or(|t| t > now));
+        let mut skipped = 0;
         loop {
             let Some(tenant) = st.active.front().cloned() else {
                 st.running = false;
                 st.turn = None;
-                return None;
+                return Pick::Empty;
             };
             let alone = st.active.len() == 1;
             let Some(q) = st.queues.get_mut(&tenant).filter(|q| !q.waiters.is_empty()) else {
@@ -444,6 +470,22 @@ impl Admission {
                 st.turn = None;
                 continue;
             };
+            if st.blocked.contains_key(&tenant) {
+                skipped += 1;
+                if skipped >= st.active.len() {
+                    // Everyone waits for their own limits: until the first is free.
+                    let until = st
+                        .active
+                        .iter()
+                        .filter_map(|t| st.blocked.get(t).copied().flatten())
+                        .min();
+                    return Pick::Blocked(until);
+                }
+                st.active.rotate_left(1);
+                st.turn = None;
+                continue;
+            }
+            skipped = 0;
             let share = self.quantum.saturating_mul(q.weight);
             if st.turn.as_ref() != Some(&tenant) {
                 q.deficit = q.deficit.saturating_add(share);
@@ -454,7 +496,7 @@ impl Admission {
             };
             let cost = w.ask.cost.tokens;
             if cost <= q.deficit {
-                return Some(Head {
+                return Pick::Head(Head {
                     tenant,
                     ask: w.ask.clone(),
                     arrived: w.arrived,
@@ -489,6 +531,17 @@ impl Admission {
         st.waiting -= 1;
         Some(w)
     }
+}
+
+/// What [`Admission::pick`] found.
+enum Pick {
+    /// The waiter to try.
+    Head(Head),
+    /// Every waiting tenant is blocked by its own limits, until this instant (`None`: a
+    /// wake-up).
+    Blocked(Option<Nanos>),
+    /// Nobody waits.
+    Empty,
 }
 
 /// The waiter at the head of the round.
