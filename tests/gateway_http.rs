@@ -781,3 +781,35 @@ async fn a_5xx_is_retried_then_passed_on_and_a_stream_broken_upstream_is_charged
         s.tokens_charged
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_in_time_is_retried_then_a_502() {
+    let mut c = mock_config(10_000);
+    for m in c.models.iter_mut().filter(|m| m.id == MODEL) {
+        m.faults.stall = 1.0;
+        m.faults.stall_for = Duration::from_secs(30);
+    }
+    let stalling = MockServer::start(c).await.expect("mock starts");
+    let limiter = "[[limiter]]\nname = \"tuned\"\nstrategy = \"token_bucket\"\nlimits = { rpm = 100, tpm = 100000 }\n\
+                   [retry]\nmax_retries = 1\nbackoff = { base = \"5ms\", cap = \"10ms\" }\n";
+    let text = config(&stalling, "", limiter).replacen(
+        "models = [\"gpt-4o-mini\", \"text-embedding-3-small\"]",
+        "models = [\"gpt-4o-mini\", \"text-embedding-3-small\"]\ntimeout = \"100ms\"",
+        1,
+    );
+    let gw = gateway(&text).await;
+    let r = gw
+        .post("/v1/chat/completions", Some(KEY_A), &chat(16))
+        .await;
+    assert_eq!(r.status(), 502);
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["type"], "server_error");
+    let s = gw
+        .state
+        .limiter
+        .usage_stats(&LimitKey::new("oai", MODEL))
+        .await
+        .expect("stats");
+    assert_eq!(s.admitted, 2, "the first attempt and one retry");
+    assert_eq!(s.in_flight, 0);
+}

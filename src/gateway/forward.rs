@@ -235,12 +235,20 @@ impl Run {
             return Sent::Stream(response, meta);
         }
         let (parts, body) = response.into_parts();
-        let body = match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(b) => b,
-            Err(e) => {
+        // A whole answer is read within the attempt's timeout too.
+        let read = tokio::time::timeout(upstream.timeout, axum::body::to_bytes(body, usize::MAX));
+        let body = match read.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
                 return self.transport_failed(super::upstream::TransportError {
                     message: format!("reading the upstream's answer: {e}"),
                     timeout: false,
+                })
+            }
+            Err(_) => {
+                return self.transport_failed(super::upstream::TransportError {
+                    message: "the upstream's answer did not arrive in time".into(),
+                    timeout: true,
                 })
             }
         };
