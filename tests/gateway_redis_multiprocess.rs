@@ -1,15 +1,17 @@
 //! Three `hub serve` processes share one quota through one redis-server, in front of one
-//! mock Azure deployment whose quota is `Q` = 100 requests in every 1-s sliding window
-//! (6000 RPM enforced per second). The gateways' pasted limit is a token bucket of 96
-//! requests per second with a burst of 3 (`requests = "480/5s"`, `burst = 0.00625`): any
-//! window of 1.02 s admits at most 100, so loopback jitter cannot make the mock see 101,
-//! and the burst absorbs the dispatchers' timer lateness. The test drives 3 × Q (100
-//! requests per second to each gateway, open loop, for a bounded time;
+//! mock Azure deployment whose quota is `Q` = 100 requests per second, enforced as 1000
+//! in every 10-s sliding window (6000 RPM). The gateways' pasted limit is a token bucket
+//! of 96 requests per second with a burst of 30 (`requests = "480/5s"`,
+//! `burst = 0.0625`): any window of 10.1 s admits at most 1000, so scheduling delays
+//! between a gateway's admission and the mock's arrival (this machine is shared) cannot
+//! make the mock see 1001, and the burst absorbs the dispatchers' lateness. The test
+//! drives 3 × Q (100 requests per second to each gateway, open loop, for a bounded time;
 //! `HUB_GATEWAY_MP_SECS` lengthens it, default 6 s). Shared, the gateways let through
-//! about Q: the mock throttles at most 0.1 % of what reached it and its goodput — measured
-//! from the 1st second to the last of the load, while the queues are full — is at least
-//! 95 % of Q; the excess waits in the gateways' queues and gets the gateways' own 429s.
-//! Three unshared limiters would send 3 × 96 per second and be throttled by the mock.
+//! about Q: the mock throttles at most 0.1 % of what reached it and its goodput —
+//! measured from the 1st second to the last of the load, while the queues are full — is
+//! at least 95 % of Q; the excess waits in the gateways' queues and gets the gateways'
+//! own 429s. Three unshared limiters would send 3 × 96 per second: past 1000 in the
+//! first 3.5 s, throttled by the mock.
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -69,7 +71,7 @@ limiter = "shared"
 name = "shared"
 strategy = "token_bucket"
 limits = {{ requests = "480/5s" }}
-burst = 0.00625
+burst = 0.0625
 accounting = "estimate"
 
 [retry]
@@ -133,7 +135,7 @@ async fn three_gateways_share_one_quota_through_redis() {
     let mut c = MockConfig::default();
     let mut dep = DeploymentConfig::new("dep", "gpt-4o-mini", 10_000_000);
     dep.rpm = Some(6000);
-    dep.rpm_window = Duration::from_secs(1);
+    dep.rpm_window = Duration::from_secs(10);
     c.deployments.push(dep);
     let mock = MockServer::start(c).await.expect("mock");
     let dir = std::env::temp_dir().join(format!("hub-gw-mp-{}", std::process::id()));
