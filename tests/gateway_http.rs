@@ -366,12 +366,14 @@ async fn a_request_that_can_never_fit_is_answered_at_once_and_never_sent() {
 
 #[tokio::test]
 async fn an_upstream_429_is_retried_after_its_retry_after_by_the_lifecycle() {
-    // 120 RPM: a bucket of 120, refilled 2/s. Spend it directly, then one request through
-    // the gateway meets a 429 (retry-after ≤ 500 ms) and is retried once it refilled.
-    let mock = mock(mock_config(120)).await;
+    // 30 RPM: a bucket of 30, one more every 2 s. Spend it directly until the mock
+    // refuses; then a request through the gateway meets a 429 (retry-after <= 2 s, within
+    // its 5-s max wait) and is retried once the bucket refilled.
+    let mock = mock(mock_config(30)).await;
     let gw = gateway(&config(&mock, "", "")).await;
     let direct = reqwest::Client::new();
-    for _ in 0..120 {
+    let mut refused = false;
+    for _ in 0..200 {
         let r = direct
             .post(format!("{}/v1/chat/completions", mock.base_url()))
             .bearer_auth("k")
@@ -380,9 +382,11 @@ async fn an_upstream_429_is_retried_after_its_retry_after_by_the_lifecycle() {
             .await
             .expect("mock answers");
         if r.status() == 429 {
+            refused = true;
             break;
         }
     }
+    assert!(refused, "the mock's bucket was spent");
     let r = gw.post("/v1/chat/completions", Some(KEY_A), &chat(4)).await;
     assert_eq!(r.status(), 200);
     let st = stats(&mock).await;
@@ -528,8 +532,8 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_takes_no_new_ones() {
     let mut c = mock_config(10_000);
     c.latency = LatencyConfig {
         zero: false,
-        ttft_median: Duration::from_millis(300),
-        ttft_p99: Duration::from_millis(300),
+        ttft_median: Duration::from_millis(800),
+        ttft_p99: Duration::from_millis(800),
         per_token: Duration::from_millis(1),
         per_token_sigma: 0.0,
     };
@@ -577,7 +581,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_takes_no_new_ones() {
         }
     });
     // Wait until the request is in the gateway (bounded), then signal.
-    for _ in 0..500 {
+    for _ in 0..5000 {
         if state.metrics.in_flight() == 1 {
             break;
         }
