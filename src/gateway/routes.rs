@@ -82,8 +82,8 @@ pub fn app(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// The `api-version` of a query string (not percent-decoded beyond `%2D`-free values,
-/// which versions are).
+/// The `api-version` of a query string, taken as written (API versions are dates and
+/// words that need no percent-decoding).
 fn api_version(query: Option<&str>) -> Option<String> {
     query?
         .split('&')
