@@ -162,6 +162,17 @@ enum Command {
         #[arg(long)]
         time_scale: Option<u32>,
     },
+    /// Serve an OpenAI- and Azure-compatible rate-limiting gateway: clients point their
+    /// SDK's base URL at it and present a gateway key; it keeps the configured (tuned)
+    /// limits for every client, queueing fairly between tenants.
+    Serve {
+        /// The gateway config (TOML): [gateway] with tenants, [[upstream]], [[limiter]].
+        #[arg(long)]
+        config: PathBuf,
+        /// Listen address (overrides the config's `gateway.addr`).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
     /// Serve the mock OpenAI and Azure OpenAI providers alone.
     Mock {
         /// Mock configuration (TOML); built-in defaults without it.
@@ -454,6 +465,37 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
+            })
+        }
+        Command::Serve { config, addr } => {
+            let cfg = crate::gateway::GatewayConfig::load_file(&config)
+                .map_err(|e| Failure::BadInput(e.into()))?;
+            let addr = addr.unwrap_or(cfg.front.addr);
+            runtime()?.block_on(async {
+                let state = crate::gateway::GatewayState::from_config(cfg)
+                    .map_err(|e| Failure::BadInput(e.into()))?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind {addr}"))
+                    .map_err(Failure::Run)?;
+                let bound = listener
+                    .local_addr()
+                    .context("no local address")
+                    .map_err(Failure::Run)?;
+                println!("hub gateway listening on http://{bound}");
+                let finished = crate::gateway::serve::serve(
+                    state,
+                    listener,
+                    crate::gateway::serve::shutdown_signal(),
+                )
+                .await
+                .context("the gateway stopped with an error")
+                .map_err(Failure::Run)?;
+                Ok(if finished {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             })
         }
         Command::Mock { config, addr } => {

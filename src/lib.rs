@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod gateway;
 pub mod generator;
 pub mod harness;
 pub mod hub;

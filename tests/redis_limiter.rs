@@ -228,6 +228,37 @@ async fn usage_is_reconciled_per_accounting() {
 }
 
 #[tokio::test]
+async fn give_back_refunds_the_whole_charge_whatever_the_accounting() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    for (strategy, accounting) in [
+        ("token_bucket", "estimate"),
+        ("sliding_log", "estimate"),
+        ("sliding_counter", "actual"),
+    ] {
+        let limit = format!(
+            "strategy = \"{strategy}\"\naccounting = \"{accounting}\"\nlimits = {{ tokens = \"1000/1h\", requests = \"10/1h\", concurrent = 1 }}"
+        );
+        let l = limiter(&server, &limit).await;
+        let p = l.try_acquire(&key(), Cost::request(600)).await.unwrap();
+        l.give_back(p).await.unwrap();
+        let s = l.usage_stats(&key()).await.unwrap();
+        assert!(
+            s.tokens_remaining().unwrap() >= 1000,
+            "{strategy}/{accounting}: {s:?}"
+        );
+        assert_eq!(s.requests_remaining(), Some(10), "{strategy}/{accounting}");
+        assert_eq!(s.tokens_charged, 0, "{strategy}/{accounting}");
+        let again = l.try_acquire(&key(), Cost::request(1000)).await;
+        assert!(
+            again.is_ok(),
+            "{strategy}/{accounting}: the slot and tokens are back: {again:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn update_usage_charges_after_the_fact() {
     let Some(server) = RedisServer::start_or_skip() else {
         return;

@@ -44,7 +44,9 @@
 //! allows: the driver asks the limiter (or, without one, its retry policy) for the delay,
 //! which puts the server's retry-after first and then the key's backoff curve. A 429
 //! pauses the key once: its retry-after is recorded at the instant of the response, and
-//! the backoff is asked at that same instant, before any sleep.
+//! the backoff is asked at that same instant, before any sleep. A request with a deadline
+//! ([`LifecycleConfig::deadline`]) is not retried when the backoff would end after it: it
+//! finishes at once with the last failure's outcome.
 
 use std::time::Duration;
 
@@ -176,16 +178,21 @@ pub struct LifecycleConfig {
     /// Number of the first attempt (1 for a new request; more when a pipeline retries on
     /// another layer's decision and the count goes on).
     pub first_attempt: u32,
+    /// The instant (driver clock, ns) after which no retry starts: a backoff that would
+    /// end later finishes the request instead, with the last failure's outcome. `None`:
+    /// no deadline (only the retry budget ends retries).
+    pub deadline: Option<Nanos>,
 }
 
 impl Default for LifecycleConfig {
-    /// Limited, retrying, no extra cap, first attempt 1.
+    /// Limited, retrying, no extra cap, first attempt 1, no deadline.
     fn default() -> Self {
         Self {
             limited: true,
             retries: true,
             max_retries: None,
             first_attempt: 1,
+            deadline: None,
         }
     }
 }
@@ -317,9 +324,13 @@ impl RequestLifecycle {
                 self.record(one_request(usage), meta, Next::Finish(Outcome::Cancelled))
             }
             (State::Recording(next), Event::Recorded) => self.after_record(next),
-            (State::BackingOff { .. }, Event::BackoffDecided(Some(delay))) => {
+            (State::BackingOff { throttled }, Event::BackoffDecided(Some(delay))) => {
+                let until = now.saturating_add(nanos(delay));
+                if self.config.deadline.is_some_and(|d| until > d) {
+                    return self.finish(final_outcome(throttled));
+                }
                 self.state = State::Sleeping;
-                Action::SleepUntil(now.saturating_add(nanos(delay)))
+                Action::SleepUntil(until)
             }
             (State::BackingOff { throttled }, Event::BackoffDecided(None)) => {
                 self.finish(final_outcome(throttled))

@@ -423,6 +423,65 @@ fn the_retry_cap_and_the_retry_switch_end_retries() {
 }
 
 #[test]
+fn a_retry_whose_backoff_ends_after_the_deadline_is_not_started() {
+    // Rows: (backoff delay in ns from the failure at t = 100, deadline, what follows).
+    let throttled = || Event::Failed {
+        error: ErrorInfo::rate_limited(Some(Duration::from_nanos(50))),
+        meta: meta(429, None),
+    };
+    let rows = [
+        (50, Some(150), Action::SleepUntil(150)),
+        (51, Some(150), Action::Finish(Outcome::Throttled)),
+        (1_000, None, Action::SleepUntil(1_100)),
+    ];
+    for (delay, deadline, then) in rows {
+        let mut m = machine(LifecycleConfig {
+            deadline,
+            ..LifecycleConfig::default()
+        });
+        m.start();
+        m.handle(
+            0,
+            Event::Admitted {
+                waited: Duration::ZERO,
+            },
+        );
+        assert!(matches!(m.handle(100, throttled()), Action::Record { .. }));
+        assert!(matches!(
+            m.handle(100, Event::Recorded),
+            Action::Backoff { attempt: 1, .. }
+        ));
+        assert_eq!(
+            m.handle(
+                100,
+                Event::BackoffDecided(Some(Duration::from_nanos(delay)))
+            ),
+            then,
+            "delay {delay}, deadline {deadline:?}"
+        );
+    }
+    // A 5xx past the deadline finishes as Failed.
+    let mut m = machine(LifecycleConfig {
+        limited: false,
+        deadline: Some(10),
+        ..LifecycleConfig::default()
+    });
+    m.start();
+    let err = error(Some(503), true, false);
+    m.handle(
+        0,
+        Event::Failed {
+            error: err,
+            meta: meta(503, None),
+        },
+    );
+    assert_eq!(
+        m.handle(5, Event::BackoffDecided(Some(Duration::from_nanos(6)))),
+        Action::Finish(Outcome::Failed)
+    );
+}
+
+#[test]
 fn the_attempt_count_goes_on_from_first_attempt() {
     let mut m = machine(LifecycleConfig {
         limited: false,

@@ -271,7 +271,7 @@ impl LeasedLimiter {
     }
 
     /// Gives an ended lease back: reconciled to what it spent, whatever the accounting.
-    async fn give_back(&self, lease: Option<Box<Lease>>) {
+    async fn return_lease(&self, lease: Option<Box<Lease>>) {
         let Some(lease) = lease else {
             return;
         };
@@ -299,7 +299,7 @@ impl LeasedLimiter {
             .current
             .take()
             .map(|(_, lease)| Box::new(lease));
-        self.give_back(lease).await;
+        self.return_lease(lease).await;
     }
 
     async fn try_acquire_leased(
@@ -319,13 +319,13 @@ impl LeasedLimiter {
         }
         match self.admit_local(k, estimate, self.clock.now()) {
             Ok(p) => return Ok(p),
-            Err(ended) => self.give_back(ended).await,
+            Err(ended) => self.return_lease(ended).await,
         }
         let _one = k.taking.lock().await;
         // Another task may have taken a lease meanwhile.
         match self.admit_local(k, estimate, self.clock.now()) {
             Ok(p) => return Ok(p),
-            Err(ended) => self.give_back(ended).await,
+            Err(ended) => self.return_lease(ended).await,
         }
         match self.shared.try_acquire(&k.key, slice).await {
             Ok(shared) => {
@@ -344,13 +344,13 @@ impl LeasedLimiter {
                 };
                 // Only the holder of `taking` installs leases, and it ended the last one.
                 debug_assert!(previous.is_none());
-                self.give_back(previous.map(|(_, l)| Box::new(l))).await;
+                self.return_lease(previous.map(|(_, l)| Box::new(l))).await;
                 match self.admit_local(k, estimate, now) {
                     Ok(p) => Ok(p),
                     // Not reached: `estimate` fits in a slice (checked by the caller) and
                     // the lease is unspent; if it were, the shared limiter decides alone.
                     Err(lease) => {
-                        self.give_back(lease).await;
+                        self.return_lease(lease).await;
                         self.shared.try_acquire(&k.key, estimate).await
                     }
                 }

@@ -275,6 +275,11 @@ impl Permit {
         self
     }
 
+    /// Whether it is [`exact`](Self::exact).
+    pub(crate) fn is_exact(&self) -> bool {
+        self.exact
+    }
+
     /// How `record_usage` reconciles this permit: `accounting`, unless it is [`exact`](Self::exact).
     pub(crate) fn accounting(&self, accounting: TokenAccounting) -> TokenAccounting {
         if self.exact {
@@ -632,6 +637,17 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
         actual: Cost,
         meta: &ResponseMeta,
     ) -> Result<UsageRecord, LimitError>;
+
+    /// Gives an admission that was not used back whole: every unit `permit` charged is
+    /// refunded, whatever the key's [`TokenAccounting`], and its concurrency slot freed —
+    /// for a reservation taken together with others, all-or-nothing, when another one
+    /// refused. The default records zero usage on the permit marked to reconcile exactly
+    /// (whatever the accounting), which both built-in backends and the leased limiter honour.
+    async fn give_back(&self, permit: Permit) -> Result<(), LimitError> {
+        self.record_usage(permit.exact(), Cost::ZERO, &ResponseMeta::default())
+            .await
+            .map(drop)
+    }
 
     /// The delay before retry number `attempt` (1 = first retry) after `error`, or `None`
     /// when the error is not retryable or the key's retry budget is spent. A server

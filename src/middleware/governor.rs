@@ -174,6 +174,7 @@ impl GovernorMiddleware {
             retries: self.retries,
             max_retries,
             first_attempt: ctx.attempt + 1,
+            deadline: None,
         };
         Governed {
             provider_id: ctx.provider_id.clone(),

@@ -40,6 +40,9 @@ pub use config::{
     ApiKey, AzureAuth, AzureConfig, ConfigError, OpenAiConfig, ProviderConfig, REDACTED,
 };
 pub use error::{ConnectorError, RateLimitDimension};
+pub(crate) use error_map::{
+    from_response as error_from_response, from_transport as error_from_transport,
+};
 pub use http::{default_client, HEALTH_TIMEOUT};
 pub use openai::OpenAIConnector;
 pub use stream::ChunkStream;

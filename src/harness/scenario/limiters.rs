@@ -15,7 +15,7 @@ use crate::limiter::{
 /// Most retries accepted.
 const MAX_RETRIES: u32 = 20;
 
-pub(super) fn retry(r: &RawRetry, loc: &Locator<'_>) -> Result<RetrySpec, Problem> {
+pub(crate) fn retry(r: &RawRetry, loc: &Locator<'_>) -> Result<RetrySpec, Problem> {
     if loc.is_written("retry.backoff.max_retries") {
         return Err(Problem::new(
             "retry.backoff.max_retries",
@@ -59,7 +59,7 @@ pub(super) fn retry(r: &RawRetry, loc: &Locator<'_>) -> Result<RetrySpec, Proble
     })
 }
 
-pub(super) fn limiters(raw: &[RawLimiter], retry: &RetrySpec) -> Result<Vec<LimiterSpec>, Problem> {
+pub(crate) fn limiters(raw: &[RawLimiter], retry: &RetrySpec) -> Result<Vec<LimiterSpec>, Problem> {
     if raw.is_empty() {
         return Err(Problem::new(
             "limiter",

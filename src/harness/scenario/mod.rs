@@ -8,9 +8,9 @@
 
 pub(crate) mod error;
 mod fields;
-mod limiters;
+pub(crate) mod limiters;
 mod plan;
-mod raw;
+pub(crate) mod raw;
 mod traffic;
 mod validate;
 

@@ -186,7 +186,7 @@ impl<'de> Deserialize<'de> for RawDist {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum RawStrategy {
+pub(crate) enum RawStrategy {
     TokenBucket,
     Gcra,
     SlidingLog,
@@ -197,7 +197,7 @@ pub(super) enum RawStrategy {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawLimiter {
+pub(crate) struct RawLimiter {
     pub name: String,
     pub strategy: RawStrategy,
     #[serde(default)]
@@ -224,7 +224,7 @@ pub(super) struct RawLimiter {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawRetry {
+pub(crate) struct RawRetry {
     #[serde(default)]
     pub max_retries: Option<u32>,
     #[serde(default)]

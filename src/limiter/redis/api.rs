@@ -161,6 +161,7 @@ impl RateLimiter for RedisLimiter {
         let admitted_at = permit.admitted_at();
         let entry = inner.entry_or_error(&key)?;
         let accounting = permit.accounting(entry.plan.accounting);
+        let exact = permit.is_exact();
         let origin = ticket::take(permit);
         let pause = meta.retry_after.filter(|d| !d.is_zero());
         let refund = accounting.reconcile_units(entry.plan.charge_at, charged, actual);
@@ -177,6 +178,11 @@ impl RateLimiter for RedisLimiter {
                     .local
                     .as_ref()
                     .expect("local permits come from the local limiter");
+                let local_permit = if exact {
+                    local_permit.exact()
+                } else {
+                    local_permit
+                };
                 local.record_usage(local_permit, actual, meta).await?;
                 if let Some(p) = pause {
                     inner.pause(&entry, p).await;
