@@ -414,6 +414,7 @@ async fn stats_reset_and_metrics_report_per_key() {
     assert_eq!(r.status, 200);
     let v = m.call("GET", "/_mock/stats", &[], "").await.json();
     assert_eq!(v["keys"]["openai/org-mock/gpt-4o-mini"]["admitted"], 0);
+    assert_eq!(v["requests_total"], 0, "reset zeroes the request count too");
     let r = m
         .post(
             "/v1/chat/completions",

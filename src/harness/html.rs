@@ -50,13 +50,17 @@ pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
         ("strategy", |l| l.strategy.clone()),
         ("requests", |l| l.requests.to_string()),
         ("completed", |l| l.completed.to_string()),
-        ("throttled", |l| l.throttled.to_string()),
-        ("throttled ratio", |l| pct(l.throttled_ratio)),
+        ("failed after 429s", |l| l.failed_throttled.to_string()),
         ("errors", |l| l.errors.to_string()),
         ("dropped", |l| l.dropped.to_string()),
+        ("throttled", |l| l.throttled.to_string()),
+        ("throttled ratio", |l| pct(l.throttled_ratio)),
         ("goodput (tokens/min)", |l| format!("{:.0}", l.goodput_tpm)),
         ("quota utilisation", |l| {
             l.quota_utilisation.map(pct).unwrap_or_else(|| "-".into())
+        }),
+        ("binding dimension", |l| {
+            l.binding_dimension.clone().unwrap_or_else(|| "-".into())
         }),
         ("target rate (req/s)", |l| format!("{:.2}", l.target_rate)),
         ("achieved rate (req/s)", |l| {
@@ -78,6 +82,7 @@ pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
         ("thresholds", |l| {
             if l.passed { "pass" } else { "FAIL" }.to_owned()
         }),
+        ("verdict", |l| l.verdict()),
     ]
 }
 

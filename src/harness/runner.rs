@@ -24,6 +24,7 @@ use crate::provider::admission::RequestSize;
 use crate::provider::{CompletionRequest, Message};
 
 use super::arrival::{open_loop_schedule, Arrival};
+use super::capacity::quota_dimensions;
 use super::record::{RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
 use super::request::{AttemptObserver, Observation, PlannedRequest, RequestContext};
@@ -48,6 +49,9 @@ pub struct RunOptions {
     pub drain: Duration,
     /// Show a progress bar (terminal) or periodic plain lines.
     pub progress: bool,
+    /// Time to wait between limiters (lets a `url` target's quota refill; the embedded
+    /// mock is fresh for each limiter anyway).
+    pub pause: Duration,
 }
 
 /// A run could not complete.
@@ -94,9 +98,15 @@ pub async fn run(
     let duration = scenario.duration();
     let duration_s = duration.as_secs_f64();
     let mut limiters = Vec::new();
-    for spec in specs {
+    for (i, spec) in specs.into_iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if i > 0 && !opts.pause.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(opts.pause) => {}
+                () = wait_for_stop(&stop) => break,
+            }
         }
         let limiter: Option<Arc<dyn RateLimiter>> = match scenario.limiter_config(spec) {
             Some(cfg) => Some(
@@ -153,8 +163,9 @@ pub async fn run(
         target.shutdown().await;
         let mut aggregate = aggregate;
         writer.timeseries(&spec.name, aggregate.seconds(duration.as_secs().max(1)))?;
-        let quota_tpm = scenario.provider.quota.as_ref().and_then(|q| q.tpm);
-        limiters.push(evaluate(scenario, aggregate.summary(duration_s, quota_tpm)));
+        // The mock's fixed windows start when it does, a moment before the run.
+        let quota = quota_dimensions(scenario, false);
+        limiters.push(evaluate(scenario, aggregate.summary(duration_s, &quota)));
     }
     let summary = Summary {
         schema_version: summary::SCHEMA_VERSION,
@@ -206,7 +217,8 @@ pub fn evaluate(scenario: &Scenario, mut s: LimiterSummary) -> LimiterSummary {
             }
         })
         .collect();
-    s.passed = s.thresholds.iter().all(|t| t.passed);
+    // A run in which nothing completed measured nothing: it does not pass.
+    s.passed = s.thresholds.iter().all(|t| t.passed) && (s.requests == 0 || s.completed > 0);
     s
 }
 
@@ -373,6 +385,13 @@ async fn wait_for_stop(stop: &AtomicBool) {
     }
 }
 
+/// What the server charges an admitted request against its token quota, by the rule both
+/// providers document and the mock follows: ⌈prompt characters / 4⌉ + `max_tokens` (16
+/// when unset, Azure's default budget; the harness always sets it).
+pub fn server_tokens(size: &RequestSize) -> u64 {
+    size.prompt_chars.div_ceil(4) + size.max_tokens.unwrap_or(16) * u64::from(size.n.max(1))
+}
+
 /// The request with id `id`: the same in every limiter run of the scenario. Its estimate is
 /// what the governed step will acquire: the provider's admission rule on the request.
 fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedRequest {
@@ -382,16 +401,14 @@ fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedR
         CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
             .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
     request.stream = shape.stream;
-    let estimated_tokens = scenario
-        .provider
-        .kind
-        .admission_rule()
-        .tokens(&RequestSize::of(&request));
+    let size = RequestSize::of(&request);
+    let estimated_tokens = scenario.provider.kind.admission_rule().tokens(&size);
     PlannedRequest {
         id,
         phase,
         intended_start: intended,
         request,
         estimated_tokens,
+        server_tokens: server_tokens(&size),
     }
 }

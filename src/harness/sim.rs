@@ -39,6 +39,7 @@ use crate::middleware::RetrySeed;
 use crate::provider::admission::{AdmissionRule, RequestSize};
 
 use super::arrival::{open_loop_schedule, Arrival};
+use super::capacity::quota_dimensions;
 use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
 use super::runner::{evaluate, provider_summary, quota_summary, RunError};
@@ -73,6 +74,8 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
     let mut writer = ReportWriter::create(&opts.out, opts.requests_csv)?;
     let duration = scenario.duration();
     let chars_per_token = chars_per_token(scenario.seed);
+    // The simulated server's quota starts at virtual time 0, the run's start.
+    let quota = quota_dimensions(scenario, true);
     let mut limiters = Vec::new();
     for spec in specs {
         let clock = ManualClock::new(0);
@@ -98,10 +101,9 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
         sim.run(&mut writer, nanos(duration + opts.drain))?;
         let mut agg = sim.agg;
         writer.timeseries(&spec.name, agg.seconds(duration.as_secs().max(1)))?;
-        let quota_tpm = scenario.provider.quota.as_ref().and_then(|q| q.tpm);
         limiters.push(evaluate(
             scenario,
-            agg.summary(duration.as_secs_f64(), quota_tpm),
+            agg.summary(duration.as_secs_f64(), &quota),
         ));
     }
     let summary = Summary {
@@ -466,6 +468,7 @@ impl<'a> Sim<'a> {
             end: t,
             outcome: Outcome::Dropped,
             estimated_tokens: machine.estimate().tokens,
+            server_tokens: prompt_chars.div_ceil(4) + shape.max_tokens,
             prompt_tokens: None,
             completion_tokens: None,
             limiter_wait: 0,
@@ -814,6 +817,7 @@ mod tests_support {
                 end: 0,
                 outcome: Outcome::Dropped,
                 estimated_tokens: 0,
+                server_tokens: 0,
                 prompt_tokens: None,
                 completion_tokens: None,
                 limiter_wait: 0,

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::capacity::DimensionUse;
+
 /// Version of the summary layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -97,21 +99,42 @@ pub struct LimiterSummary {
     pub requests: u64,
     /// Requests that ended in a successful response.
     pub completed: u64,
-    /// Requests that saw at least one 429.
+    /// Requests that saw at least one 429 (whatever their final outcome).
     pub throttled: u64,
     /// Requests that ended in an error other than a final 429.
     pub errors: u64,
-    /// Requests never sent (limiter refused or timed out, or the run ended first).
+    /// Requests never answered: refused by the limiter (never fits, timed out) before any
+    /// attempt, or cut when the run's drain ended.
     pub dropped: u64,
+    /// Requests whose final attempt got a 429 (retries exhausted or not allowed).
+    /// `completed + failed_throttled + errors + dropped = requests`.
+    #[serde(default)]
+    pub failed_throttled: u64,
     /// `throttled / requests`.
     pub throttled_ratio: f64,
-    /// Prompt + completion tokens of completed requests per minute of run.
+    /// The run's real span, s: first intended start to last end (what the rates and the
+    /// utilisation are divided by).
+    #[serde(default)]
+    pub span_s: f64,
+    /// Prompt + completion tokens of completed requests per minute of the run's span.
     pub goodput_tpm: f64,
-    /// `goodput_tpm / quota.tpm`, when the quota is known.
+    /// The binding dimension's utilisation (see `utilisation`), when the quota is known: a
+    /// fraction that never exceeds 1 for anything the server admitted.
     pub quota_utilisation: Option<f64>,
-    /// Intended request rate, requests/s.
+    /// What the server charged per quota dimension against what the quota could admit over
+    /// the span; empty when the quota is unknown (a `url` target).
+    #[serde(default)]
+    pub utilisation: Vec<DimensionUse>,
+    /// The dimension closest to its capacity (`"requests"` or `"tokens"`).
+    #[serde(default)]
+    pub binding_dimension: Option<String>,
+    /// Goodput TPM over the quota's nominal TPM — the old `quota_utilisation`: above 1 for
+    /// a short run that spends a full bucket, and on the dimension that may not bind.
+    #[serde(default)]
+    pub goodput_over_quota_tpm: Option<f64>,
+    /// Intended request rate, requests/s: requests over the scenario's nominal duration.
     pub target_rate: f64,
-    /// First attempts actually sent, requests/s.
+    /// First attempts actually sent, requests/s over the run's span.
     pub achieved_rate: f64,
     /// Sends later than intended by more than 5 ms beyond their limiter wait.
     pub late_starts: u64,
@@ -134,6 +157,53 @@ pub struct LimiterSummary {
 }
 
 impl LimiterSummary {
+    /// Requests that did not end in a success: failed after 429s, other errors, dropped.
+    pub fn unsuccessful(&self) -> u64 {
+        self.failed_throttled + self.errors + self.dropped
+    }
+
+    /// The one-line verdict: `pass` only when every threshold held and every request
+    /// succeeded; otherwise it says how many did not (and which thresholds failed), so a
+    /// run that drops most of its requests never reads as a plain pass.
+    pub fn verdict(&self) -> String {
+        let failed: Vec<_> = self
+            .thresholds
+            .iter()
+            .filter(|t| !t.passed)
+            .map(|t| format!("{} {}", t.metric, t.expr))
+            .collect();
+        let mut head = match (self.passed, failed.is_empty(), self.strategy == "none") {
+            (true, _, _) => "pass".to_owned(),
+            (false, true, _) => "FAIL".to_owned(),
+            (false, false, false) => format!("FAIL: {}", failed.join("; ")),
+            (false, false, true) => {
+                format!("fails (baseline, not gating): {}", failed.join("; "))
+            }
+        };
+        if self.requests > 0 && self.completed == 0 {
+            head.push_str(" (no request completed)");
+        }
+        let unsuccessful = self.unsuccessful();
+        if unsuccessful > 0 {
+            let mut parts = Vec::new();
+            for (n, what) in [
+                (self.failed_throttled, "failed after 429s"),
+                (self.errors, "errors"),
+                (self.dropped, "dropped"),
+            ] {
+                if n > 0 {
+                    parts.push(format!("{n} {what}"));
+                }
+            }
+            head = format!(
+                "{head}, {unsuccessful} of {} not completed: {}",
+                self.requests,
+                parts.join(", ")
+            );
+        }
+        head
+    }
+
     /// The value of a threshold metric by name (latencies in ms), `None` when unknown or
     /// without a sample.
     pub fn metric(&self, name: &str) -> Option<f64> {
@@ -147,6 +217,7 @@ impl LimiterSummary {
         match name {
             "throttled_ratio" => ratio(self.throttled),
             "error_ratio" => ratio(self.errors),
+            "failed_ratio" => ratio(self.failed_throttled),
             "dropped_ratio" => ratio(self.dropped),
             "latency_p50" => self.latency_ms.p50,
             "latency_p90" => self.latency_ms.p90,

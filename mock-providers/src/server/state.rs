@@ -177,12 +177,17 @@ impl MockState {
         &self.0.slots
     }
 
-    /// Back to full quota and zero counters on every key (`POST /_mock/reset`).
+    /// Back to full quota and zero counters on every key, and the request count (which
+    /// numbers requests for their seeds) back to zero: as fresh as a new server
+    /// (`POST /_mock/reset`).
     pub fn reset(&self) {
         for s in &self.0.slots {
             s.quota.lock().reset();
             s.stats.clear();
         }
+        self.0
+            .requests
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Loads the tokenizers the configured models use, so the first request does not pay

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::{Locator, Problem};
 use super::fields::{check_name, not_used};
 use super::raw::{RawLimiter, RawRetry, RawStrategy, RawThresholds};
-use super::{LimiterSpec, ProviderSpec, RetrySpec, Threshold, Workload};
+use super::{LimiterSpec, ProviderSpec, RetrySpec, Target, Threshold, Workload};
 use crate::limiter::{
     Backend, ConfigError, RateLimitConfig, RateLimitType, Strategy, TokenAccounting, Unit,
 };
@@ -232,6 +232,12 @@ pub(super) fn warnings(
     limiters: &[LimiterSpec],
 ) -> Vec<String> {
     let mut out = Vec::new();
+    if provider.target == Target::Url && limiters.len() > 1 {
+        out.push(format!(
+            "target = \"url\": the endpoint's quota is not reset between the {} limiters: each one starts with what the previous left of it (pass --pause to `hub run` to wait between limiters, e.g. --pause 60s for per-minute quotas)",
+            limiters.len()
+        ));
+    }
     let largest = largest_estimate(w);
     if let Some(est) = largest {
         for l in limiters {
