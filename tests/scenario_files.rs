@@ -647,6 +647,7 @@ fn workload(prompt: TokenDist) -> Workload {
         max_tokens: 256,
         output_tokens: TokenDist::Uniform { min: 20, max: 256 },
         stream: 0.5,
+        trace: None,
     }
 }
 

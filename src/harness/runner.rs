@@ -23,15 +23,17 @@ use crate::middleware::{GovernorMiddleware, Pipeline, ProviderSet};
 use crate::provider::admission::RequestSize;
 use crate::provider::{CompletionRequest, Message};
 
-use super::arrival::{open_loop_schedule, Arrival};
+use super::arrival::Arrival;
 use super::capacity::quota_dimensions;
 use super::record::{RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
 use super::request::{AttemptObserver, Observation, PlannedRequest, RequestContext};
 use super::scenario::Scenario;
+use super::schedule::open_loop_requests;
 use super::summary::{LimiterSummary, ProviderSummary, QuotaSummary, Summary, ThresholdResult};
 use super::target::{LiveTarget, TargetError};
 use super::ticker::Ticker;
+use super::trace::TraceRequest;
 use super::workload::prompt_text;
 use super::{progress::Progress, summary};
 
@@ -77,6 +79,9 @@ pub enum RunError {
     /// The OS refused the open-loop scheduler's thread.
     #[error("cannot start the scheduler thread: {0}")]
     Scheduler(std::io::Error),
+    /// The scenario's trace could not be read.
+    #[error(transparent)]
+    Trace(#[from] super::trace::TraceError),
 }
 
 /// Runs `scenario`, writing the report to `opts.out`. `stop` (set by Ctrl-C) ends the
@@ -298,9 +303,15 @@ async fn run_one(
     // each built ahead and handed over at its intended start by the ticker's thread.
     let mut ticker = {
         let (s, next_id) = (scenario.clone(), next_id.clone());
-        let schedule = open_loop_schedule(&scenario.phases, scenario.seed);
-        Ticker::start(schedule, system, ctx.start, move |at, phase| {
-            plan(&s, next_id.fetch_add(1, Ordering::Relaxed), phase, at)
+        let schedule = open_loop_requests(scenario)?;
+        Ticker::start(schedule, system, ctx.start, move |r| {
+            plan(
+                &s,
+                next_id.fetch_add(1, Ordering::Relaxed),
+                r.phase,
+                r.at,
+                r.trace,
+            )
         })
         .map_err(RunError::Scheduler)?
     };
@@ -318,7 +329,7 @@ async fn run_one(
                     let think = *think_time;
                     let plan_for = {
                         let s = scenario.clone();
-                        move |id, intended| plan(&s, id, index, intended)
+                        move |id, intended| plan(&s, id, index, intended, None)
                     };
                     tasks.spawn(async move {
                         loop {
@@ -393,14 +404,32 @@ pub fn server_tokens(size: &RequestSize) -> u64 {
 }
 
 /// The request with id `id`: the same in every limiter run of the scenario. Its estimate is
-/// what the governed step will acquire: the provider's admission rule on the request.
-fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedRequest {
-    let shape = scenario.workload.shape(scenario.seed, id);
+/// what the governed step will acquire: the provider's admission rule on the request. A
+/// replayed trace row sets its lengths; against the embedded mock it also asks for
+/// exactly the row's output length (`mock_output_tokens`, a mock-only field).
+fn plan(
+    scenario: &Scenario,
+    id: u64,
+    phase: usize,
+    intended: Nanos,
+    trace: Option<TraceRequest>,
+) -> PlannedRequest {
+    let w = &scenario.workload;
+    let shape = match &trace {
+        Some(row) => w.trace_shape(scenario.seed, id, row),
+        None => w.shape(scenario.seed, id),
+    };
     let prompt = prompt_text(shape.prompt_tokens, shape.prompt_seed);
     let mut request =
         CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
             .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
     request.stream = shape.stream;
+    if trace.is_some() && scenario.provider.target == super::scenario::Target::Mock {
+        request.provider_params.insert(
+            "mock_output_tokens".into(),
+            serde_json::Value::from(shape.output_tokens),
+        );
+    }
     let size = RequestSize::of(&request);
     let estimated_tokens = scenario.provider.kind.admission_rule().tokens(&size);
     PlannedRequest {

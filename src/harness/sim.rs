@@ -38,14 +38,16 @@ use crate::limiter::{
 use crate::middleware::RetrySeed;
 use crate::provider::admission::{AdmissionRule, RequestSize};
 
-use super::arrival::{open_loop_schedule, Arrival};
+use super::arrival::Arrival;
 use super::capacity::quota_dimensions;
 use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
 use super::runner::{evaluate, provider_summary, quota_summary, RunError};
 use super::scenario::{ProviderKind, Scenario};
+use super::schedule::{open_loop_requests, Scheduled};
 use super::summary::{self, Summary};
 use super::target::mock_config;
+use super::trace::TraceRequest;
 use super::workload::{prompt_text, RequestShape};
 
 /// How `hub simulate` runs.
@@ -92,6 +94,7 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
         };
         let mut sim = Sim::new(
             scenario,
+            open_loop_requests(scenario)?,
             clock,
             limiter,
             chars_per_token,
@@ -153,6 +156,9 @@ struct InFlight {
     /// The admitted attempt's usage (prompt, completion) and header view, until it completes.
     usage: Option<(u64, u64)>,
     meta: ResponseMeta,
+    /// The output length the server is asked to produce exactly (a replayed trace row),
+    /// instead of drawing one.
+    exact_output: Option<u64>,
 }
 
 /// The events in (time, sequence) order. Most are due at the instant being simulated (a
@@ -282,7 +288,9 @@ struct Sim<'a> {
     chars_per_token: f64,
     events: EventQueue,
     next_id: u64,
-    arrivals: Box<dyn Iterator<Item = (Nanos, usize)> + 'a>,
+    arrivals: Box<dyn Iterator<Item = Scheduled> + Send>,
+    /// The trace row of the pending arrival event (one arrival is pending at a time).
+    next_trace: Option<TraceRequest>,
     requests: Requests,
     queue: VecDeque<Queued>,
     head_at: Option<Nanos>,
@@ -290,8 +298,10 @@ struct Sim<'a> {
 }
 
 impl<'a> Sim<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         s: &'a Scenario,
+        arrivals: Box<dyn Iterator<Item = Scheduled> + Send>,
         clock: ManualClock,
         limiter: Option<Arc<KeyedLimiter>>,
         chars_per_token: f64,
@@ -359,7 +369,8 @@ impl<'a> Sim<'a> {
             chars_per_token,
             events: EventQueue::default(),
             next_id: 0,
-            arrivals: Box::new(open_loop_schedule(&s.phases, s.seed)),
+            arrivals,
+            next_trace: None,
             requests: Requests::default(),
             queue: VecDeque::new(),
             head_at: None,
@@ -372,8 +383,9 @@ impl<'a> Sim<'a> {
     }
 
     fn next_arrival(&mut self) {
-        if let Some((at, phase)) = self.arrivals.next() {
-            self.push(at, Event::Arrival { phase });
+        if let Some(r) = self.arrivals.next() {
+            self.next_trace = r.trace;
+            self.push(r.at, Event::Arrival { phase: r.phase });
         }
     }
 
@@ -397,12 +409,13 @@ impl<'a> Sim<'a> {
             }
             match event {
                 Event::Arrival { phase } => {
+                    let trace = self.next_trace.take();
                     self.next_arrival();
-                    self.arrive(t, phase, None, writer)?;
+                    self.arrive(t, phase, None, trace, writer)?;
                 }
                 Event::User { phase } => {
                     if t < self.phase_end(phase) {
-                        self.arrive(t, phase, Some(phase), writer)?;
+                        self.arrive(t, phase, Some(phase), None, writer)?;
                     }
                 }
                 Event::Head => {
@@ -444,11 +457,15 @@ impl<'a> Sim<'a> {
         t: Nanos,
         phase: usize,
         user: Option<usize>,
+        trace: Option<TraceRequest>,
         writer: &mut ReportWriter,
     ) -> Result<(), ReportError> {
         let id = self.next_id;
         self.next_id += 1;
-        let shape = self.s.workload.shape(self.s.seed, id);
+        let shape = match &trace {
+            Some(row) => self.s.workload.trace_shape(self.s.seed, id, row),
+            None => self.s.workload.shape(self.s.seed, id),
+        };
         let prompt_chars = self.prompt_chars(shape.prompt_tokens);
         let size =
             RequestSize::user_message(shape.prompt_tokens, prompt_chars, Some(shape.max_tokens));
@@ -485,6 +502,7 @@ impl<'a> Sim<'a> {
                 user_phase: user,
                 usage: None,
                 meta: ResponseMeta::default(),
+                exact_output: trace.map(|_| shape.output_tokens),
             }),
         );
         self.perform(t, id, first, writer)
@@ -660,7 +678,10 @@ impl<'a> Sim<'a> {
             .try_admit(t, chars.div_ceil(4) + r.shape.max_tokens)
         {
             Decision::Admitted(a) => {
-                let natural = self.output.sample(&mut output_rng(self.mock_seed, number));
+                let natural = match r.exact_output {
+                    Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+                    None => self.output.sample(&mut output_rng(self.mock_seed, number)),
+                };
                 let cap = u32::try_from(r.shape.max_tokens).unwrap_or(u32::MAX);
                 let out = natural.min(cap);
                 let ttft = nanos(self.latency.ttft(&mut latency_rng(self.mock_seed, number)));
@@ -836,6 +857,7 @@ mod tests_support {
             user_phase: None,
             usage: None,
             meta: ResponseMeta::default(),
+            exact_output: None,
         }
     }
 }

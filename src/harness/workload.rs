@@ -11,6 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal};
 
+use super::trace::{TraceRequest, TraceSpec};
+
 /// Salt of the per-request workload generator (see [`sub_seed`]).
 const WORKLOAD_SALT: u64 = 0x776f_726b_6c6f_6164; // "workload"
 
@@ -190,6 +192,9 @@ pub struct Workload {
     pub output_tokens: TokenDist,
     /// Fraction of requests sent with `stream = true`, in `0..=1`.
     pub stream: f64,
+    /// A recorded trace to replay instead of drawing lengths and arrivals: prompt and
+    /// output lengths and `max_tokens` come from its rows ([`Workload::trace_shape`]).
+    pub trace: Option<TraceSpec>,
 }
 
 /// One request's drawn shape. Depends only on (scenario seed, request id), so every
@@ -211,6 +216,51 @@ pub struct RequestShape {
 }
 
 impl Workload {
+    /// The shape of replayed trace request `request_id` of a scenario seeded with `seed`:
+    /// lengths and `max_tokens` from the trace row; streaming and the prompt's text drawn
+    /// as for any request. `output_tokens` is the trace's generated count (at least 1,
+    /// capped at `max_tokens`), which the server is asked to produce exactly.
+    pub fn trace_shape(&self, seed: u64, request_id: u64, row: &TraceRequest) -> RequestShape {
+        let mut rng = StdRng::seed_from_u64(sub_seed(seed, WORKLOAD_SALT, request_id));
+        let stream = rng.random::<f64>() < self.stream;
+        let prompt_seed = rng.random::<u64>();
+        RequestShape {
+            prompt_tokens: row.prompt_tokens.max(1),
+            max_tokens: row.max_tokens,
+            stream,
+            prompt_seed,
+            output_tokens: row.output_tokens.clamp(1, row.max_tokens.max(1)),
+        }
+    }
+
+    /// The mean admission estimate of a request, tokens: mean prompt + mean `max_tokens`
+    /// (generated prompts have four characters per token, so that is what the server
+    /// charges); for a trace, over the rows of its window.
+    pub fn mean_estimate(&self) -> f64 {
+        match &self.trace {
+            Some(t) => {
+                let n = t.scan.in_window.max(1) as f64;
+                let output = t.scan.output_tokens as f64 / n;
+                t.scan.prompt_tokens as f64 / n
+                    + t.max_tokens.for_output(output.round() as u64) as f64
+            }
+            None => self.prompt_tokens.mean() + self.max_tokens as f64,
+        }
+    }
+
+    /// The largest admission estimate a request can have, tokens (prompt characters / 4 +
+    /// `max_tokens`), `None` when prompt lengths are unbounded.
+    pub fn largest_estimate(&self) -> Option<u64> {
+        match &self.trace {
+            Some(t) => Some(
+                t.scan
+                    .max_prompt_tokens
+                    .saturating_add(t.max_tokens.for_output(t.scan.max_output_tokens)),
+            ),
+            None => Some(self.prompt_tokens.max()?.saturating_add(self.max_tokens)),
+        }
+    }
+
     /// The shape of request `request_id` of a scenario seeded with `seed`.
     pub fn shape(&self, seed: u64, request_id: u64) -> RequestShape {
         let mut rng = StdRng::seed_from_u64(sub_seed(seed, WORKLOAD_SALT, request_id));

@@ -37,7 +37,7 @@ impl Pace {
 /// Closed-loop phases pace themselves and are not counted.
 pub fn admission_times(s: &Scenario) -> Vec<(String, Duration)> {
     let requests: f64 = s.phases.iter().filter_map(|p| p.expected_requests()).sum();
-    let tokens = s.workload.prompt_tokens.mean() + s.workload.max_tokens as f64;
+    let tokens = s.workload.mean_estimate();
     let cost = |unit: Unit| if unit == Unit::Requests { 1.0 } else { tokens };
     let quota: Vec<Pace> = quota_dimensions(s, true)
         .iter()

@@ -222,7 +222,7 @@ pub(super) fn worst_case_requests(cfg: &RateLimitConfig, window: Duration) -> Op
 /// per token, so this is the largest prompt plus `max_tokens`. `None` when prompt lengths
 /// are unbounded.
 pub(super) fn largest_estimate(w: &Workload) -> Option<u64> {
-    Some(w.prompt_tokens.max()?.saturating_add(w.max_tokens))
+    w.largest_estimate()
 }
 
 /// Settings that parse but will probably not do what was meant.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::limiters::worst_case_requests;
 use super::{Arrival, Scenario, Target};
-use crate::harness::arrival::open_loop_schedule;
+use crate::harness::schedule::open_loop_requests;
 use crate::limiter::backoff::BackoffKind;
 use crate::limiter::{RateLimitConfig, RateLimitType, TokenAccounting};
 
@@ -94,13 +94,15 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
     // The schedule is deterministic: count what this seed actually schedules per phase
     // (skipped for very long schedules, where the expectation is as good).
     let expected_total: f64 = s.phases.iter().filter_map(|p| p.expected_requests()).sum();
-    let scheduled: Option<Vec<u64>> = (expected_total <= MAX_COUNTED as f64).then(|| {
-        let mut counts = vec![0u64; s.phases.len()];
-        for (_, phase) in open_loop_schedule(&s.phases, s.seed) {
-            counts[phase] += 1;
-        }
-        counts
-    });
+    let scheduled: Option<Vec<u64>> = (expected_total <= MAX_COUNTED as f64)
+        .then(|| {
+            let mut counts = vec![0u64; s.phases.len()];
+            for r in open_loop_requests(s).ok()? {
+                counts[r.phase] += 1;
+            }
+            Some(counts)
+        })
+        .flatten();
     for (i, ph) in s.phases.iter().enumerate() {
         let end = at + ph.duration;
         let what = match ph.arrival {
@@ -117,6 +119,20 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
                 "closed loop, {concurrency} users, think time {}",
                 secs(think_time)
             ),
+            Arrival::Trace { rate } => match &s.workload.trace {
+                Some(t) => format!(
+                    "trace replay of {} ({}, {} rows, {} in the window from {} for {}), speed {}, rate scale {}, mean {rate:.3}/s",
+                    t.path.display(),
+                    t.format.name(),
+                    t.scan.rows,
+                    t.scan.in_window,
+                    secs(t.start),
+                    secs(t.window()),
+                    t.speed,
+                    t.rate_scale
+                ),
+                None => format!("trace replay, mean {rate:.3}/s"),
+            },
         };
         let count = match (ph.expected_requests(), &scheduled) {
             (Some(n), Some(counts)) => format!(
@@ -144,14 +160,29 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
         }
     }
     let w = &s.workload;
-    writeln!(
-        out,
-        "workload: prompt {}; max_tokens {}; output {}; {:.0}% streamed",
-        w.prompt_tokens,
-        w.max_tokens,
-        w.output_tokens,
-        w.stream * 100.0
-    )?;
+    match &w.trace {
+        Some(t) => {
+            let n = t.scan.in_window.max(1);
+            writeln!(
+                out,
+                "workload: from the trace: prompt mean {:.0} tokens (max {}), output mean {:.0} tokens (max {}), the mock producing each row's exact output; max_tokens {}; {:.0}% streamed",
+                t.scan.prompt_tokens as f64 / n as f64,
+                t.scan.max_prompt_tokens,
+                t.scan.output_tokens as f64 / n as f64,
+                t.scan.max_output_tokens,
+                t.max_tokens,
+                w.stream * 100.0
+            )?
+        }
+        None => writeln!(
+            out,
+            "workload: prompt {}; max_tokens {}; output {}; {:.0}% streamed",
+            w.prompt_tokens,
+            w.max_tokens,
+            w.output_tokens,
+            w.stream * 100.0
+        )?,
+    }
     let b = &s.retry.backoff;
     writeln!(
         out,
