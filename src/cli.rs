@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::harness::batch::{run_batch, BatchError, BatchOptions};
 use crate::harness::compare::{compare, RegressionRule};
 use crate::harness::report::summary_markdown;
 use crate::harness::report_files::ReportData;
@@ -138,6 +139,23 @@ enum Command {
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         drain: Duration,
     },
+    /// Send a file of requests (JSON lines: OpenAI chat bodies with optional `metadata`, or
+    /// Batch API envelopes) through the hub configured by --config, as fast as its limits
+    /// allow; one result line per request in --out; a rerun skips the ids already ok
+    /// (exit 3 when any request finally failed).
+    Batch {
+        /// The request file.
+        requests: PathBuf,
+        /// The hub configuration (providers, limits, middlewares).
+        #[arg(long)]
+        config: PathBuf,
+        /// The results file (appended; read first to resume).
+        #[arg(long)]
+        out: PathBuf,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Validate a scenario and print the resolved plan.
     Check {
         /// The scenario file.
@@ -260,6 +278,44 @@ fn verdict(summary: &crate::harness::summary::Summary) -> ExitCode {
 pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
     init_tracing();
     match cli.command {
+        Command::Batch {
+            requests,
+            config,
+            out,
+            concurrency,
+        } => {
+            let opts = BatchOptions {
+                requests,
+                config,
+                out,
+                concurrency,
+                progress: true,
+            };
+            let summary = runtime()?.block_on(run_batch(&opts)).map_err(|e| match e {
+                BatchError::Results(_) => Failure::Run(e.into()),
+                e => Failure::BadInput(e.into()),
+            })?;
+            println!(
+                "{} requests: {} ok, {} failed, {} skipped (already ok); {} attempts; {:.1} s; {:.0} tokens/min; results: {}",
+                summary.total,
+                summary.ok,
+                summary.failed,
+                summary.skipped,
+                summary.attempts,
+                summary.elapsed_s,
+                if summary.elapsed_s > 0.0 {
+                    summary.tokens as f64 * 60.0 / summary.elapsed_s
+                } else {
+                    0.0
+                },
+                opts.out.display()
+            );
+            Ok(if summary.failed > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Check { file, drain } => {
             let s = load(&file)?;
             print!("{}", s.plan());

@@ -4,6 +4,7 @@
 //! (Parallel work in progress: each part adds its own `pub mod` line below.)
 
 pub mod arrival;
+pub mod batch;
 pub mod capacity;
 pub mod charts;
 pub mod compare;
