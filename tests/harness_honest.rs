@@ -305,3 +305,73 @@ max_wait = "10m"
         l.utilisation
     );
 }
+
+/// Natural text (4 to 5 characters per token): the server charges ⌈characters / 4⌉, more
+/// than the token count; the hub's estimate counts characters too, so a limiter set to the
+/// quota sees no 429 while tokens bind, and the plan says what the ratio does.
+#[test]
+fn natural_text_is_charged_by_characters_and_the_limiter_keeps_within_the_quota() {
+    let text = r#"
+name = "natural"
+seed = 3
+
+[provider]
+kind = "openai"
+target = "mock"
+model = "gpt-4o-mini"
+quota = { rpm = 1000, tpm = 20000 }
+
+[[phase]]
+duration = "2m"
+arrival = { process = "poisson", rate = "2/s" }
+
+[workload]
+prompt_tokens = { dist = "uniform", min = 50, max = 800 }
+max_tokens = 100
+prompt_chars_per_token = "natural"
+
+[[limiter]]
+name = "gcra"
+strategy = "gcra"
+limits = { rpm = 1000, tpm = 20000 }
+accounting = "estimate"
+max_wait = "10m"
+"#;
+    let dir = scratch("natural");
+    let path = dir.join("s.toml");
+    std::fs::write(&path, text).expect("written");
+    let s = Scenario::from_file(&path).expect("valid");
+    assert!(
+        s.plan()
+            .contains("natural (4 to 5 per request) characters per token"),
+        "{}",
+        s.plan()
+    );
+    // The prompt part of the mean estimate is 425 tokens × 4.5 / 4.
+    let est = s.workload.mean_estimate();
+    assert!((est - (425.0 * 1.125 + 100.0)).abs() < 1.0, "{est}");
+    let summary = simulate(
+        &s,
+        &SimOptions {
+            out: dir.join("sim"),
+            limiter: None,
+            requests_csv: false,
+            drain: Duration::from_secs(600),
+        },
+    )
+    .expect("simulates");
+    let l = &summary.limiters[0];
+    assert_partition(l, "natural");
+    assert_eq!(l.throttled, 0, "{l:?}");
+    assert_eq!(l.binding_dimension.as_deref(), Some("tokens"));
+    let tokens = &l.utilisation[1];
+    // Charged by characters: more than the prompt + max_tokens token counts would be.
+    assert!(
+        tokens.charged as f64 > l.completed as f64 * (425.0 * 1.08 + 100.0),
+        "{tokens:?}"
+    );
+    assert!(
+        tokens.utilisation <= 1.0 && tokens.utilisation > 0.9,
+        "{tokens:?}"
+    );
+}

@@ -648,6 +648,7 @@ fn workload(prompt: TokenDist) -> Workload {
         output_tokens: TokenDist::Uniform { min: 20, max: 256 },
         stream: 0.5,
         trace: None,
+        chars_per_token: Default::default(),
     }
 }
 

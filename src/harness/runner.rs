@@ -34,7 +34,7 @@ use super::summary::{LimiterSummary, ProviderSummary, QuotaSummary, Summary, Thr
 use super::target::{LiveTarget, TargetError};
 use super::ticker::Ticker;
 use super::trace::TraceRequest;
-use super::workload::prompt_text;
+use super::workload::prompt_text_at;
 use super::{progress::Progress, summary};
 
 /// How `hub run` runs a scenario.
@@ -419,7 +419,11 @@ fn plan(
         Some(row) => w.trace_shape(scenario.seed, id, row),
         None => w.shape(scenario.seed, id),
     };
-    let prompt = prompt_text(shape.prompt_tokens, shape.prompt_seed);
+    let prompt = prompt_text_at(
+        shape.prompt_tokens,
+        shape.prompt_seed,
+        shape.chars_per_token_milli,
+    );
     let mut request =
         CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
             .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));

@@ -11,8 +11,8 @@
 //!
 //! Where it differs from a live run (documented in `reports/README.md`): no network or
 //! scheduling delay (a 429 is answered at the instant of sending); the prompt's characters
-//! are the prompt generator's measured characters per token times its tokens instead of the
-//! real text's; the per-token latency of a response is its mean rather than a sum of draws;
+//! are computed from its tokens and characters per token (what the prompt generator
+//! produces) instead of counted in real text; the per-token latency of a response is its mean rather than a sum of draws;
 //! limiter waiters are served strictly FIFO at exact instants.
 
 use std::cmp::Reverse;
@@ -48,7 +48,7 @@ use super::schedule::{open_loop_requests, Scheduled};
 use super::summary::{self, Summary};
 use super::target::mock_config;
 use super::trace::TraceRequest;
-use super::workload::{prompt_text, RequestShape};
+use super::workload::{prompt_chars, RequestShape};
 
 /// How `hub simulate` runs.
 #[derive(Debug, Clone)]
@@ -75,7 +75,6 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
     }
     let mut writer = ReportWriter::create(&opts.out, opts.requests_csv)?;
     let duration = scenario.duration();
-    let chars_per_token = chars_per_token(scenario.seed);
     // The simulated server's quota starts at virtual time 0, the run's start.
     let quota = quota_dimensions(scenario, true);
     let mut limiters = Vec::new();
@@ -97,7 +96,6 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
             open_loop_requests(scenario)?,
             clock,
             limiter,
-            chars_per_token,
             &spec.name,
             spec.strategy_name(),
         );
@@ -123,12 +121,6 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
     Ok(summary)
 }
 
-/// Characters per token of the generated prompts, measured once on a sample.
-fn chars_per_token(seed: u64) -> f64 {
-    let sample = prompt_text(2_000, seed);
-    (sample.chars().count() as f64 / 2_000.0).max(1.0)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     /// The next open-loop arrival.
@@ -148,7 +140,7 @@ enum Event {
 struct InFlight {
     record: RequestRecord,
     shape: RequestShape,
-    /// The prompt's characters ([`Sim::prompt_chars`] of its tokens).
+    /// The prompt's characters ([`prompt_chars`] of its tokens and ratio).
     prompt_chars: u64,
     machine: RequestLifecycle,
     permit: Option<Permit>,
@@ -285,7 +277,6 @@ struct Sim<'a> {
     mock_seed: u64,
     /// Requests the simulated server has received (its request numbers).
     served: u64,
-    chars_per_token: f64,
     events: EventQueue,
     next_id: u64,
     arrivals: Box<dyn Iterator<Item = Scheduled> + Send>,
@@ -304,7 +295,6 @@ impl<'a> Sim<'a> {
         arrivals: Box<dyn Iterator<Item = Scheduled> + Send>,
         clock: ManualClock,
         limiter: Option<Arc<KeyedLimiter>>,
-        chars_per_token: f64,
         name: &str,
         strategy: &str,
     ) -> Self {
@@ -366,7 +356,6 @@ impl<'a> Sim<'a> {
             output: mock.output_tokens,
             mock_seed: mock.seed,
             served: 0,
-            chars_per_token,
             events: EventQueue::default(),
             next_id: 0,
             arrivals,
@@ -447,11 +436,6 @@ impl<'a> Sim<'a> {
             .sum()
     }
 
-    /// Approximate characters of a prompt of `tokens` generated tokens.
-    fn prompt_chars(&self, tokens: u64) -> u64 {
-        (tokens as f64 * self.chars_per_token).round() as u64
-    }
-
     fn arrive(
         &mut self,
         t: Nanos,
@@ -466,7 +450,7 @@ impl<'a> Sim<'a> {
             Some(row) => self.s.workload.trace_shape(self.s.seed, id, row),
             None => self.s.workload.shape(self.s.seed, id),
         };
-        let prompt_chars = self.prompt_chars(shape.prompt_tokens);
+        let prompt_chars = prompt_chars(shape.prompt_tokens, shape.chars_per_token_milli);
         let size =
             RequestSize::user_message(shape.prompt_tokens, prompt_chars, Some(shape.max_tokens));
         let config = LifecycleConfig {
@@ -850,6 +834,7 @@ mod tests_support {
                 stream: false,
                 prompt_seed: 0,
                 output_tokens: 1,
+                chars_per_token_milli: 4000,
             },
             prompt_chars: 4,
             machine: RequestLifecycle::with_estimate(Cost::request(2), LifecycleConfig::default()),

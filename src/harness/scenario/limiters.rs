@@ -218,9 +218,8 @@ pub(super) fn worst_case_requests(cfg: &RateLimitConfig, window: Duration) -> Op
 }
 
 /// The largest admission estimate a request of `w` can have, in tokens: prompt
-/// characters / 4 plus `max_tokens`; prompts from `prompt_text` have exactly 4 characters
-/// per token, so this is the largest prompt plus `max_tokens`. `None` when prompt lengths
-/// are unbounded.
+/// characters / 4 plus `max_tokens` ([`Workload::largest_estimate`]). `None` when prompt
+/// lengths are unbounded.
 pub(super) fn largest_estimate(w: &Workload) -> Option<u64> {
     w.largest_estimate()
 }

@@ -183,6 +183,14 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
             w.stream * 100.0
         )?,
     }
+    if w.chars_per_token != Default::default() {
+        writeln!(
+            out,
+            "  prompt text: {} characters per token, so the servers' characters / 4 estimate is about {:.0}% of the true count",
+            w.chars_per_token,
+            w.chars_per_token.mean() / 4.0 * 100.0
+        )?;
+    }
     let b = &s.retry.backoff;
     writeln!(
         out,

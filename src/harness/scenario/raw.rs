@@ -132,6 +132,40 @@ pub(super) struct RawWorkload {
     pub speed: Option<f64>,
     #[serde(default)]
     pub rate_scale: Option<f64>,
+    #[serde(default)]
+    pub prompt_chars_per_token: Option<RawRatio>,
+}
+
+/// `prompt_chars_per_token` as written: a number, or `"natural"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum RawRatio {
+    Number(f64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawRatio {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawRatio;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("characters per token (a number such as 4.5) or \"natural\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawRatio, E> {
+                Ok(RawRatio::Number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRatio, E> {
+                Ok(RawRatio::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRatio, E> {
+                Ok(RawRatio::Number(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRatio, E> {
+                Ok(RawRatio::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `max_tokens` as written: a whole number of tokens, or (trace workloads) `"trace"` or a

@@ -8,10 +8,11 @@ use std::time::Duration;
 use super::error::Problem;
 use super::fields::not_used;
 use super::raw::{
-    RawArrival, RawDist, RawDistKind, RawMaxTokens, RawPhase, RawProcess, RawWorkload,
+    RawArrival, RawDist, RawDistKind, RawMaxTokens, RawPhase, RawProcess, RawRatio, RawWorkload,
 };
 use super::{Arrival, Phase, ProviderSpec, Target, TokenDist, Workload};
 use crate::harness::trace::{MaxTokens, TraceSpec};
+use crate::harness::workload::CharsPerToken;
 
 /// Highest open-loop arrival rate accepted, requests per second.
 const MAX_RATE_PER_SECOND: f64 = 100_000.0;
@@ -212,12 +213,31 @@ pub(super) fn workload(
             format!("{stream} must be a fraction within 0..=1"),
         ));
     }
+    let chars_per_token = match &w.prompt_chars_per_token {
+        None => CharsPerToken::Four,
+        Some(RawRatio::Text(t)) if t == "natural" => CharsPerToken::Natural,
+        Some(RawRatio::Number(v)) if (3.5..=7.0).contains(v) => {
+            let milli = (v * 1000.0).round() as u32;
+            if milli == 4000 {
+                CharsPerToken::Four
+            } else {
+                CharsPerToken::Fixed(milli)
+            }
+        }
+        Some(other) => return Err(Problem::new(
+            "workload.prompt_chars_per_token",
+            format!(
+                "{other:?}: expected characters per token within 3.5..=7 (e.g. 4.5) or \"natural\""
+            ),
+        )),
+    };
     Ok(Workload {
         prompt_tokens,
         max_tokens,
         output_tokens,
         stream,
         trace,
+        chars_per_token,
     })
 }
 
