@@ -649,6 +649,7 @@ fn workload(prompt: TokenDist) -> Workload {
         stream: 0.5,
         trace: None,
         chars_per_token: Default::default(),
+        requests: None,
     }
 }
 

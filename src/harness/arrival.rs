@@ -56,6 +56,12 @@ pub enum Arrival {
         /// expected-load arithmetic).
         rate: f64,
     },
+    /// Open loop, a request file's requests all offered at the phase start (the scenario's
+    /// `[workload] requests`); no generated schedule.
+    Batch {
+        /// Requests in the batch.
+        requests: u64,
+    },
 }
 
 impl Arrival {
@@ -67,6 +73,7 @@ impl Arrival {
             Self::Gamma { .. } => "gamma",
             Self::Closed { .. } => "closed",
             Self::Trace { .. } => "trace",
+            Self::Batch { .. } => "batch",
         }
     }
 
@@ -82,6 +89,8 @@ impl Arrival {
                 Some(rate.per_second())
             }
             Self::Trace { rate } => Some(*rate),
+            // All at once: the count over the 1-ms batch phase, so rate × duration is it.
+            Self::Batch { requests } => Some(*requests as f64 * 1_000.0),
             Self::Closed { .. } => None,
         }
     }
@@ -213,7 +222,7 @@ impl OpenLoopSchedule {
                 let shape = 1.0 / (burstiness * burstiness);
                 Gaps::Gamma(Gamma::new(shape, mean_gap_ns / shape).ok()?)
             }
-            Arrival::Closed { .. } | Arrival::Trace { .. } => return None,
+            Arrival::Closed { .. } | Arrival::Trace { .. } | Arrival::Batch { .. } => return None,
         };
         let rng = StdRng::seed_from_u64(sub_seed(self.seed, ARRIVAL_SALT, i as u64));
         Some(PhaseGen::Random {

@@ -96,6 +96,42 @@ impl QuotaDimension {
     }
 }
 
+impl QuotaDimension {
+    /// The shortest time, s, in which this dimension can admit `units` starting from a
+    /// fresh quota at time 0: the burst at once, then the refill (continuous), or whole
+    /// windows of `limit` (sliding and fixed windows: the last units go in the window
+    /// ⌈units / limit⌉, which opens (⌈units / limit⌉ − 1) windows later).
+    pub fn min_time_s(&self, units: u64) -> f64 {
+        if units <= self.limit || self.limit == 0 {
+            return 0.0;
+        }
+        match self.refill {
+            Refill::Continuous { period } => {
+                (units - self.limit) as f64 * period as f64 / self.limit as f64 / 1e9
+            }
+            Refill::Sliding { window } | Refill::Fixed { window, .. } => {
+                (units.div_ceil(self.limit) - 1) as f64 * window as f64 / 1e9
+            }
+        }
+    }
+}
+
+/// The shortest time, s, in which the quota can admit `charged` = (requests, tokens): the
+/// slowest dimension's [`QuotaDimension::min_time_s`] — a batch's physical limit.
+pub fn min_batch_time_s(quota: &[QuotaDimension], charged: (u64, u64)) -> f64 {
+    quota
+        .iter()
+        .map(|q| {
+            let units = if q.dimension == "requests" {
+                charged.0
+            } else {
+                charged.1
+            };
+            q.min_time_s(units)
+        })
+        .fold(0.0, f64::max)
+}
+
 /// One dimension's use over a run, as the summary reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DimensionUse {
@@ -279,6 +315,34 @@ mod tests {
             "may straddle a boundary"
         );
         assert_eq!(unknown.capacity(0, 150 * S), 4_000);
+    }
+
+    #[test]
+    fn min_batch_time_is_the_slowest_dimensions_burst_then_refill() {
+        let per_minute = |dimension, limit| QuotaDimension {
+            dimension,
+            limit,
+            refill: Refill::Continuous { period: MINUTE },
+        };
+        // 400 requests at 120 RPM: 120 at once, 280 more at 2/s = 140 s; 210 000 tokens
+        // at 40 000 TPM: 40 000 at once, 170 000 more at 666.7/s = 255 s.
+        let q = [per_minute("requests", 120), per_minute("tokens", 40_000)];
+        assert!((q[0].min_time_s(400) - 140.0).abs() < 1e-9);
+        assert!((min_batch_time_s(&q, (400, 210_000)) - 255.0).abs() < 1e-9);
+        assert_eq!(min_batch_time_s(&q, (100, 30_000)), 0.0, "within the burst");
+        let fixed = QuotaDimension {
+            dimension: "tokens",
+            limit: 1_000,
+            refill: Refill::Fixed {
+                window: MINUTE,
+                epoch: Some(0),
+            },
+        };
+        assert_eq!(
+            fixed.min_time_s(2_500),
+            120.0,
+            "third minute opens at 120 s"
+        );
     }
 
     #[test]

@@ -352,6 +352,11 @@ impl RunAggregate {
         &self.seconds
     }
 
+    /// Requests and tokens the server charged (admitted attempts).
+    pub fn charged(&self) -> (u64, u64) {
+        self.charged
+    }
+
     /// The run's span, ns: first intended start to last end (0 without requests).
     pub fn span(&self) -> (Nanos, Nanos) {
         let start = self.first_start.unwrap_or(0);
@@ -405,6 +410,7 @@ impl RunAggregate {
                 .map(|t| (goodput_tpm / t * 10_000.0).round() / 10_000.0),
             target_rate: per(self.requests, nominal_s),
             achieved_rate: per(self.sent, span_s),
+            batch_efficiency: None,
             late_starts: self.late_starts,
             latency_ms: percentiles(&self.latency, true),
             service_ms: percentiles(&self.service, true),

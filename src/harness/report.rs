@@ -254,6 +254,21 @@ pub fn summary_markdown(s: &Summary) -> String {
             l.verdict(),
         );
     }
+    let efficiencies: Vec<String> = s
+        .limiters
+        .iter()
+        .filter_map(|l| {
+            l.batch_efficiency
+                .map(|e| format!("{} {:.3} ({:.1} s)", l.name, e, l.span_s))
+        })
+        .collect();
+    if !efficiencies.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nBatch efficiency (the quota's minimum time for what was charged / the run's span): {}",
+            efficiencies.join(", ")
+        );
+    }
     if s.limiters.iter().any(|l| !l.utilisation.is_empty()) {
         out.push_str(
             "\nQuota used = what the server charged / what the quota could admit over the run's span \

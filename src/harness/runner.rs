@@ -24,7 +24,7 @@ use crate::provider::admission::RequestSize;
 use crate::provider::{CompletionRequest, Message};
 
 use super::arrival::Arrival;
-use super::capacity::quota_dimensions;
+use super::capacity::{min_batch_time_s, quota_dimensions, QuotaDimension};
 use super::record::{RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
 use super::request::{AttemptObserver, Observation, PlannedRequest, RequestContext};
@@ -170,7 +170,11 @@ pub async fn run(
         writer.timeseries(&spec.name, aggregate.seconds(duration.as_secs().max(1)))?;
         // The mock's fixed windows start when it does, a moment before the run.
         let quota = quota_dimensions(scenario, false);
-        limiters.push(evaluate(scenario, aggregate.summary(duration_s, &quota)));
+        let s = aggregate.summary(duration_s, &quota);
+        limiters.push(evaluate(
+            scenario,
+            with_batch_efficiency(scenario, &aggregate, &quota, s),
+        ));
     }
     let summary = Summary {
         schema_version: summary::SCHEMA_VERSION,
@@ -205,6 +209,21 @@ pub fn quota_summary(s: &Scenario) -> Option<QuotaSummary> {
         rpm: q.rpm,
         tpm: q.tpm,
     })
+}
+
+/// For a batch workload (`[workload] requests`), sets `batch_efficiency`: the shortest time
+/// in which the quota could admit what the server charged, over the run's span.
+pub fn with_batch_efficiency(
+    scenario: &Scenario,
+    agg: &RunAggregate,
+    quota: &[QuotaDimension],
+    mut s: LimiterSummary,
+) -> LimiterSummary {
+    if scenario.workload.requests.is_some() && !quota.is_empty() && s.span_s > 0.0 {
+        let min = min_batch_time_s(quota, agg.charged());
+        s.batch_efficiency = Some((min / s.span_s * 10_000.0).round() / 10_000.0);
+    }
+    s
 }
 
 /// Evaluates the scenario's thresholds on one limiter's summary.
@@ -371,6 +390,13 @@ async fn run_one(
     // Drain: in-flight requests may finish until the scenario's end plus the drain (the
     // last arrival may come well before the end, as in the simulator); what is left then
     // is cut and counted dropped, with the attempts it made.
+    // A batch lasts until every request has ended (or Ctrl-C): no drain cuts it.
+    if scenario.workload.requests.is_some() && !stop.load(Ordering::Relaxed) {
+        tokio::select! {
+            () = async { while tasks.join_next().await.is_some() {} } => {}
+            () = wait_for_stop(stop) => {}
+        }
+    }
     let drain = if stop.load(Ordering::Relaxed) {
         Duration::from_millis(500)
     } else {
@@ -428,7 +454,8 @@ fn plan(
         CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
             .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
     request.stream = shape.stream;
-    if trace.is_some() && scenario.provider.target == super::scenario::Target::Mock {
+    let exact = trace.is_some_and(|t| t.exact_output);
+    if exact && scenario.provider.target == super::scenario::Target::Mock {
         request.provider_params.insert(
             "mock_output_tokens".into(),
             serde_json::Value::from(shape.output_tokens),

@@ -25,6 +25,17 @@ pub struct Scheduled {
 pub fn open_loop_requests(
     s: &Scenario,
 ) -> Result<Box<dyn Iterator<Item = Scheduled> + Send>, TraceError> {
+    if let Some(file) = &s.workload.requests {
+        let rows = file.arrivals().map_err(|e| TraceError::Io {
+            path: file.path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        return Ok(Box::new(rows.map(|r| Scheduled {
+            at: r.at,
+            phase: 0,
+            trace: Some(r),
+        })));
+    }
     match &s.workload.trace {
         Some(t) => {
             let end = nanos(s.duration());

@@ -42,7 +42,7 @@ use super::arrival::Arrival;
 use super::capacity::quota_dimensions;
 use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
-use super::runner::{evaluate, provider_summary, quota_summary, RunError};
+use super::runner::{evaluate, provider_summary, quota_summary, with_batch_efficiency, RunError};
 use super::scenario::{ProviderKind, Scenario};
 use super::schedule::{open_loop_requests, Scheduled};
 use super::summary::{self, Summary};
@@ -99,12 +99,19 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
             &spec.name,
             spec.strategy_name(),
         );
-        sim.run(&mut writer, nanos(duration + opts.drain))?;
+        // A batch runs until every request has ended: no drain cuts it.
+        let end = if scenario.workload.requests.is_some() {
+            Nanos::MAX
+        } else {
+            nanos(duration + opts.drain)
+        };
+        sim.run(&mut writer, end)?;
         let mut agg = sim.agg;
         writer.timeseries(&spec.name, agg.seconds(duration.as_secs().max(1)))?;
+        let s = agg.summary(duration.as_secs_f64(), &quota);
         limiters.push(evaluate(
             scenario,
-            agg.summary(duration.as_secs_f64(), &quota),
+            with_batch_efficiency(scenario, &agg, &quota, s),
         ));
     }
     let summary = Summary {
@@ -486,7 +493,9 @@ impl<'a> Sim<'a> {
                 user_phase: user,
                 usage: None,
                 meta: ResponseMeta::default(),
-                exact_output: trace.map(|_| shape.output_tokens),
+                exact_output: trace
+                    .filter(|t| t.exact_output)
+                    .map(|_| shape.output_tokens),
             }),
         );
         self.perform(t, id, first, writer)

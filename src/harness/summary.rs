@@ -136,6 +136,11 @@ pub struct LimiterSummary {
     pub target_rate: f64,
     /// First attempts actually sent, requests/s over the run's span.
     pub achieved_rate: f64,
+    /// Batch workloads only: the quota's physical limit — the shortest time in which the
+    /// server's quota could admit what it charged (burst, then refill) — over the run's
+    /// span; 1 is a batch finished as fast as the quota allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_efficiency: Option<f64>,
     /// Sends later than intended by more than 5 ms beyond their limiter wait.
     pub late_starts: u64,
     /// Corrected latency: end − intended start.

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal};
 
+use super::batch::workload::RequestFile;
 use super::trace::{TraceRequest, TraceSpec};
 
 /// Salt of the per-request workload generator (see [`sub_seed`]).
@@ -197,6 +198,9 @@ pub struct Workload {
     pub trace: Option<TraceSpec>,
     /// Characters per token of the generated prompt text.
     pub chars_per_token: CharsPerToken,
+    /// A request file offered as one batch at the run start (`[workload] requests`):
+    /// each line's size replayed ([`RequestFile`]).
+    pub requests: Option<RequestFile>,
 }
 
 /// Characters per token of generated prompt text. Servers estimate a prompt as characters
@@ -288,7 +292,9 @@ impl Workload {
             stream,
             prompt_seed,
             output_tokens: row.output_tokens.clamp(1, row.max_tokens.max(1)),
-            chars_per_token_milli: self.chars_milli(seed, request_id),
+            chars_per_token_milli: row
+                .chars_per_token_milli
+                .unwrap_or_else(|| self.chars_milli(seed, request_id)),
         }
     }
 
@@ -306,6 +312,9 @@ impl Workload {
     /// (generated prompts have four characters per token, so that is what the server
     /// charges); for a trace, over the rows of its window.
     pub fn mean_estimate(&self) -> f64 {
+        if let Some(r) = &self.requests {
+            return r.charge_sum as f64 / r.count.max(1) as f64;
+        }
         match &self.trace {
             Some(t) => {
                 let n = t.scan.in_window.max(1) as f64;
@@ -326,6 +335,9 @@ impl Workload {
     /// The largest admission estimate a request can have, tokens (prompt characters / 4 +
     /// `max_tokens`), `None` when prompt lengths are unbounded.
     pub fn largest_estimate(&self) -> Option<u64> {
+        if let Some(r) = &self.requests {
+            return Some(r.charge_max);
+        }
         match &self.trace {
             Some(t) => Some(
                 self.largest_prompt(t.scan.max_prompt_tokens)
@@ -588,6 +600,7 @@ mod tests {
             stream: 0.0,
             trace: None,
             chars_per_token: CharsPerToken::Natural,
+            requests: None,
         };
         let ratios: Vec<u32> = (0..500)
             .map(|id| w.shape(1, id).chars_per_token_milli)

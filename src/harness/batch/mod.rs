@@ -11,6 +11,7 @@
 mod attempts;
 pub mod input;
 pub mod results;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;

@@ -133,6 +133,13 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
                 ),
                 None => format!("trace replay, mean {rate:.3}/s"),
             },
+            Arrival::Batch { requests } => format!(
+                "batch: the {requests} requests of {} at once; the run lasts until all have ended (no drain cut)",
+                s.workload
+                    .requests
+                    .as_ref()
+                    .map_or("the request file".to_owned(), |f| f.path.display().to_string())
+            ),
         };
         let count = match (ph.expected_requests(), &scheduled) {
             (Some(n), Some(counts)) => format!(
@@ -160,8 +167,16 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
         }
     }
     let w = &s.workload;
-    match &w.trace {
-        Some(t) => {
+    match (&w.trace, &w.requests) {
+        (_, Some(f)) => writeln!(
+            out,
+            "workload: each line of the request file replayed with its prompt's tokens and characters and its max_tokens: admission estimate mean {:.0} tokens, max {}, {} in all; {:.0}% streamed",
+            f.charge_sum as f64 / f.count.max(1) as f64,
+            f.charge_max,
+            f.charge_sum,
+            w.stream * 100.0
+        )?,
+        (Some(t), None) => {
             let n = t.scan.in_window.max(1);
             writeln!(
                 out,
@@ -174,7 +189,7 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
                 w.stream * 100.0
             )?
         }
-        None => writeln!(
+        (None, None) => writeln!(
             out,
             "workload: prompt {}; max_tokens {}; output {}; {:.0}% streamed",
             w.prompt_tokens,

@@ -134,6 +134,8 @@ pub(super) struct RawWorkload {
     pub rate_scale: Option<f64>,
     #[serde(default)]
     pub prompt_chars_per_token: Option<RawRatio>,
+    #[serde(default)]
+    pub requests: Option<String>,
 }
 
 /// `prompt_chars_per_token` as written: a number, or `"natural"`.

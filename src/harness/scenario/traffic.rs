@@ -11,6 +11,7 @@ use super::raw::{
     RawArrival, RawDist, RawDistKind, RawMaxTokens, RawPhase, RawProcess, RawRatio, RawWorkload,
 };
 use super::{Arrival, Phase, ProviderSpec, Target, TokenDist, Workload};
+use crate::harness::batch::workload::RequestFile;
 use crate::harness::trace::{MaxTokens, TraceSpec};
 use crate::harness::workload::CharsPerToken;
 
@@ -224,12 +225,40 @@ pub(super) fn workload(
                 CharsPerToken::Fixed(milli)
             }
         }
-        Some(other) => return Err(Problem::new(
-            "workload.prompt_chars_per_token",
-            format!(
+        Some(other) => {
+            return Err(Problem::new(
+                "workload.prompt_chars_per_token",
+                format!(
                 "{other:?}: expected characters per token within 3.5..=7 (e.g. 4.5) or \"natural\""
             ),
-        )),
+            ))
+        }
+    };
+    let requests = match &w.requests {
+        None => None,
+        Some(path) => {
+            let field = |f: &str| format!("workload.{f}");
+            not_used(field("trace"), trace.is_some(), "with workload.requests")?;
+            not_used(
+                field("prompt_tokens"),
+                w.prompt_tokens.is_some(),
+                "with workload.requests (each line's prompt is replayed)",
+            )?;
+            not_used(
+                field("max_tokens"),
+                w.max_tokens.is_some(),
+                "with workload.requests (each line's max_tokens is sent)",
+            )?;
+            not_used(
+                field("prompt_chars_per_token"),
+                w.prompt_chars_per_token.is_some(),
+                "with workload.requests (each line's text sets it)",
+            )?;
+            Some(
+                RequestFile::scan(&base.join(path))
+                    .map_err(|e| Problem::new(field("requests"), e))?,
+            )
+        }
     };
     Ok(Workload {
         prompt_tokens,
@@ -238,8 +267,30 @@ pub(super) fn workload(
         stream,
         trace,
         chars_per_token,
+        requests,
     })
 }
+
+/// The one phase of a batch (`[workload] requests`): every request offered at the run
+/// start; the phase lasts 1 ms and the run lasts until every request has ended (no drain
+/// cuts a batch). `[[phase]]` tables are refused.
+pub(super) fn batch_phases(raw: &[RawPhase], file: &RequestFile) -> Result<Vec<Phase>, Problem> {
+    if !raw.is_empty() {
+        return Err(Problem::new(
+            "phase",
+            "a request file is offered as one batch at the start: leave out [[phase]]",
+        ));
+    }
+    Ok(vec![Phase {
+        duration: BATCH_PHASE,
+        arrival: Arrival::Batch {
+            requests: file.count,
+        },
+    }])
+}
+
+/// The length of a batch's phase: its requests all arrive at its start.
+const BATCH_PHASE: Duration = Duration::from_millis(1);
 
 /// The trace of a `[workload]` table, checked by a streaming pass over the whole file
 /// (relative paths resolved against `base`, the scenario's directory); `None` without one.

@@ -8,7 +8,7 @@ use super::error::{parse_located, Locator, Problem, ScenarioError};
 use super::fields::{check_name, not_used};
 use super::limiters::{limiters, retry, thresholds, warnings};
 use super::raw::{RawProvider, RawQuota, RawScenario};
-use super::traffic::{phases, trace_phases, workload};
+use super::traffic::{batch_phases, phases, trace_phases, workload};
 use super::{LatencySpec, ProviderKind, ProviderSpec, Quota, Scenario, Target};
 use crate::provider::config::AZURE_DEFAULT_API_VERSION;
 
@@ -34,9 +34,10 @@ fn build(
         .parent()
         .unwrap_or(std::path::Path::new(""));
     let workload = workload(&raw.workload, &provider, base)?;
-    let phases = match &workload.trace {
-        Some(t) => trace_phases(&raw.phases, raw.duration, t)?,
-        None => phases(&raw.phases, raw.duration)?,
+    let phases = match (&workload.trace, &workload.requests) {
+        (Some(t), _) => trace_phases(&raw.phases, raw.duration, t)?,
+        (None, Some(file)) => batch_phases(&raw.phases, file)?,
+        (None, None) => phases(&raw.phases, raw.duration)?,
     };
     let retry = retry(&raw.retry, loc)?;
     let limiters = limiters(&raw.limiters, &retry)?;

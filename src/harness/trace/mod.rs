@@ -270,6 +270,12 @@ pub struct TraceRequest {
     pub max_tokens: u64,
     /// The row's index in the file (0-based, first row after the header).
     pub row: u64,
+    /// Whether the server is to produce exactly `output_tokens` (a trace's recorded count);
+    /// false lets it draw the length (rows of a request file, whose outputs are unknown).
+    pub exact_output: bool,
+    /// The prompt's characters per token in thousandths, when the row fixes it (a request
+    /// file's real text); `None` takes the workload's.
+    pub chars_per_token_milli: Option<u32>,
 }
 
 /// The iterator of [`TraceSpec::arrivals`]. A read error (the file changed since it was
@@ -348,6 +354,8 @@ impl Iterator for TraceArrivals {
                 output_tokens: row.output_tokens,
                 max_tokens: self.spec.max_tokens.for_output(row.output_tokens),
                 row: index,
+                exact_output: true,
+                chars_per_token_milli: None,
             };
             self.pending = Some((req, copies));
         }
