@@ -233,6 +233,22 @@ max_retries = 0
         );
     }
     assert!(stdout.contains("4 errors"), "{stdout}");
+    // summary.md and index.html open with one verdict line per limiter.
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("- gcra: no 429s; ") && md.contains("(no request completed)"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let verdicts = html.find("<ul id=\"verdicts\">").expect("verdict list");
+    assert!(
+        verdicts < html.find("id=\"summary\"").unwrap(),
+        "before the table"
+    );
+    assert!(
+        html.contains("<li class=\"fail\" data-limiter=\"none\">none: no 429s"),
+        "{html}"
+    );
 }
 
 /// A 400-request batch offered in one second against 120 RPM needs about 140 s of

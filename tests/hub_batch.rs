@@ -277,6 +277,14 @@ accounting = "estimate"
         std::fs::write(&path, text).unwrap();
         let s = Scenario::from_file(&path).expect("valid");
         assert!(s.plan().contains("batch: the 400 requests"), "{}", s.plan());
+        assert!(
+            connector_hub::harness::scenario::drain::drain_warnings(
+                &s,
+                std::time::Duration::from_secs(5)
+            )
+            .is_empty(),
+            "no drain cuts a batch"
+        );
         let summary = simulate(
             &s,
             &SimOptions {

@@ -219,6 +219,10 @@ pub fn summary_markdown(s: &Summary) -> String {
             s.provider.model
         );
     }
+    for l in &s.limiters {
+        let _ = writeln!(out, "- {}", l.headline());
+    }
+    out.push('\n');
     out.push_str("| limiter | strategy | requests | ok | failed after 429s | errors | dropped | saw 429 | ratio | span s | goodput TPM | quota used (binding) | rate target/achieved | latency p50/p99/max ms | service p50/p99/max ms | limiter wait p50/p99 ms | TTFT p50/p99 ms | verdict |\n");
     out.push_str(
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",

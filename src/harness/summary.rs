@@ -167,6 +167,32 @@ impl LimiterSummary {
         self.failed_throttled + self.errors + self.dropped
     }
 
+    /// One line a newcomer reads without a footnote: what the limiter did about 429s, how
+    /// much of the binding quota dimension it used, its p99 latency, and its verdict, e.g.
+    /// `token-bucket: no 429s; 93.2% of the requests quota used; p99 latency 1840 ms; pass`.
+    pub fn headline(&self) -> String {
+        let throttled = if self.throttled == 0 {
+            "no 429s".to_owned()
+        } else {
+            format!(
+                "{} of {} requests saw a 429 ({:.1}%)",
+                self.throttled,
+                self.requests,
+                self.throttled_ratio * 100.0
+            )
+        };
+        let used = match (self.quota_utilisation, &self.binding_dimension) {
+            (Some(u), Some(d)) => format!("; {:.1}% of the {d} quota used", u * 100.0),
+            _ => String::new(),
+        };
+        let p99 = self
+            .latency_ms
+            .p99
+            .map(|p| format!("; p99 latency {p:.0} ms"))
+            .unwrap_or_default();
+        format!("{}: {throttled}{used}{p99}; {}", self.name, self.verdict())
+    }
+
     /// The one-line verdict: `pass` only when every threshold held and every request
     /// succeeded; otherwise it says how many did not (and which thresholds failed), so a
     /// run that drops most of its requests never reads as a plain pass.
@@ -235,5 +261,81 @@ impl LimiterSummary {
             "achieved_rate" => Some(self.achieved_rate),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(requests: u64, completed: u64, dropped: u64, throttled: u64) -> LimiterSummary {
+        LimiterSummary {
+            name: "tb".into(),
+            strategy: "token_bucket".into(),
+            requests,
+            completed,
+            throttled,
+            errors: 0,
+            dropped,
+            failed_throttled: requests - completed - dropped,
+            throttled_ratio: throttled as f64 / requests as f64,
+            span_s: 10.0,
+            goodput_tpm: 0.0,
+            quota_utilisation: Some(0.932),
+            utilisation: Vec::new(),
+            binding_dimension: Some("requests".into()),
+            goodput_over_quota_tpm: None,
+            target_rate: 0.0,
+            achieved_rate: 0.0,
+            batch_efficiency: None,
+            late_starts: 0,
+            latency_ms: Percentiles {
+                p99: Some(1840.4),
+                ..Percentiles::default()
+            },
+            service_ms: Percentiles::default(),
+            limiter_wait_ms: Percentiles::default(),
+            ttft_ms: None,
+            latency_distribution: Vec::new(),
+            limiter_wait_distribution: Vec::new(),
+            thresholds: Vec::new(),
+            passed: true,
+        }
+    }
+
+    #[test]
+    fn headlines_and_verdicts_say_what_happened() {
+        assert_eq!(
+            limiter(84, 84, 0, 0).headline(),
+            "tb: no 429s; 93.2% of the requests quota used; p99 latency 1840 ms; pass"
+        );
+        assert_eq!(
+            limiter(84, 68, 16, 0).headline(),
+            "tb: no 429s; 93.2% of the requests quota used; p99 latency 1840 ms; pass, 16 of 84 not completed: 16 dropped"
+        );
+        let mut none = limiter(84, 72, 0, 16);
+        none.strategy = "none".into();
+        none.passed = false;
+        none.thresholds = vec![ThresholdResult {
+            metric: "throttled_ratio".into(),
+            expr: "< 0.01".into(),
+            value: Some(0.19),
+            passed: false,
+        }];
+        assert_eq!(
+            none.verdict(),
+            "fails (baseline, not gating): throttled_ratio < 0.01, 12 of 84 not completed: 12 failed after 429s"
+        );
+        assert!(none
+            .headline()
+            .starts_with("tb: 16 of 84 requests saw a 429 (19.0%); "));
+        let mut nothing = limiter(4, 0, 0, 0);
+        nothing.failed_throttled = 0;
+        nothing.errors = 4;
+        nothing.passed = false;
+        assert_eq!(
+            nothing.verdict(),
+            "FAIL (no request completed), 4 of 4 not completed: 4 errors"
+        );
     }
 }

@@ -30,9 +30,10 @@ impl Pace {
     }
 }
 
-/// For each limiter, the expected time (from the run start) its limits and the server's
-/// quota need to admit every open-loop request the scenario offers, next to the
-/// scenario's duration. Request costs are the workload's mean admission estimate (mean
+/// For each limiter (the `none` baseline queues nothing), the expected time from the run
+/// start until its queue is empty: when its limits and the server's quota would have
+/// admitted every open-loop request the scenario offers, but no later than the scenario's
+/// end plus the limiter's `max_wait` (after which it drops what still waits). Request costs are the workload's mean admission estimate (mean
 /// prompt tokens + `max_tokens`; generated prompts have four characters per token).
 /// Closed-loop phases pace themselves and are not counted.
 pub fn admission_times(s: &Scenario) -> Vec<(String, Duration)> {
@@ -53,6 +54,7 @@ pub fn admission_times(s: &Scenario) -> Vec<(String, Duration)> {
         .collect();
     s.limiters
         .iter()
+        .filter(|l| l.limit.is_some())
         .map(|l| {
             let own: Vec<Pace> = l
                 .limit
@@ -72,14 +74,28 @@ pub fn admission_times(s: &Scenario) -> Vec<(String, Duration)> {
                 .chain(&quota)
                 .map(|p| p.seconds_for(requests))
                 .fold(0.0, f64::max);
-            (l.name.clone(), Duration::from_secs_f64(secs.min(1e9)))
+            // A request waits at most `max_wait` in the queue, then the limiter drops it.
+            let cap = l
+                .limit
+                .as_ref()
+                .and_then(|cfg| cfg.max_wait)
+                .map_or(f64::INFINITY, |w| (s.duration() + w).as_secs_f64());
+            (
+                l.name.clone(),
+                Duration::from_secs_f64(secs.min(cap).min(1e9)),
+            )
         })
         .collect()
 }
 
 /// Warnings for limiters whose implied queue outlasts the scenario's end plus `drain`: the
-/// requests still queued then would be dropped.
+/// requests still queued then would be dropped. None for a batch workload, which no drain
+/// cuts.
 pub fn drain_warnings(s: &Scenario, drain: Duration) -> Vec<String> {
+    if s.workload.requests.is_some() {
+        // A batch runs until every request has ended: no drain cuts it.
+        return Vec::new();
+    }
     let end = s.duration();
     admission_times(s)
         .into_iter()
