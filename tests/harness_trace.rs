@@ -73,8 +73,11 @@ strategy = "none"
     path
 }
 
-/// `requests.csv` rows of `limiter`: (intended start ms, completion tokens, outcome).
-fn requests(out: &Path, limiter: &str) -> Vec<(f64, Option<u64>, String)> {
+/// One `requests.csv` row: (intended start ms, completion tokens, outcome).
+type Row = (f64, Option<u64>, String);
+
+/// `requests.csv` rows of `limiter`, in request id order.
+fn requests(out: &Path, limiter: &str) -> Vec<Row> {
     let text = std::fs::read_to_string(out.join("requests.csv")).expect("requests.csv");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -86,7 +89,7 @@ fn requests(out: &Path, limiter: &str) -> Vec<(f64, Option<u64>, String)> {
         col("outcome"),
         col("request_id"),
     );
-    let mut rows: Vec<(u64, (f64, Option<u64>, String))> = lines
+    let mut rows: Vec<(u64, Row)> = lines
         .map(|l| l.split(',').collect::<Vec<_>>())
         .filter(|f| f[lim] == limiter)
         .map(|f| {

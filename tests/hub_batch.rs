@@ -299,7 +299,11 @@ accounting = "estimate"
             assert_eq!((l.requests, l.completed), (400, 400), "{name} {}", l.name);
             assert!(l.throttled as f64 <= 0.01 * 400.0, "{name} {l:?}");
             let e = l.batch_efficiency.expect("a batch reports its efficiency");
-            assert!(e >= 0.97 && e <= 1.0, "{name} {}: efficiency {e}", l.name);
+            assert!(
+                (0.97..=1.0).contains(&e),
+                "{name} {}: efficiency {e}",
+                l.name
+            );
             assert_eq!(l.binding_dimension.as_deref(), Some("tokens"));
             println!(
                 "{name} {}: {:.1} s, efficiency {e}, {} throttled",
