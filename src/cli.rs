@@ -11,11 +11,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::harness::batch::{run_batch, BatchError, BatchOptions};
 use crate::harness::compare::{compare, RegressionRule};
 use crate::harness::report::summary_markdown;
 use crate::harness::report_files::ReportData;
 use crate::harness::runner::{self, RunOptions};
-use crate::harness::scenario::Scenario;
+use crate::harness::scenario::drain::drain_warnings;
+use crate::harness::scenario::{Scenario, Target};
 use crate::harness::sim::{simulate, SimOptions};
 use crate::harness::thresholds::Threshold;
 use crate::harness::tune::search::Budget;
@@ -55,6 +57,10 @@ enum Command {
         /// How long in-flight requests may finish after the last arrival.
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         drain: Duration,
+        /// Wait this long between limiters (a `url` target's quota is not reset between
+        /// them; e.g. 60s lets a per-minute quota refill).
+        #[arg(long, value_parser = parse_duration, default_value = "0s")]
+        pause: Duration,
     },
     /// Run a scenario in virtual time (deterministic, seconds for hours of traffic).
     Simulate {
@@ -134,10 +140,30 @@ enum Command {
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         drain: Duration,
     },
+    /// Send a file of requests (JSON lines: OpenAI chat bodies with optional `metadata`, or
+    /// Batch API envelopes) through the hub configured by --config, as fast as its limits
+    /// allow; one result line per request in --out; a rerun skips the ids already ok
+    /// (exit 3 when any request finally failed).
+    Batch {
+        /// The request file.
+        requests: PathBuf,
+        /// The hub configuration (providers, limits, middlewares).
+        #[arg(long)]
+        config: PathBuf,
+        /// The results file (appended; read first to resume).
+        #[arg(long)]
+        out: PathBuf,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Validate a scenario and print the resolved plan.
     Check {
         /// The scenario file.
         file: PathBuf,
+        /// The drain the run will use: warns when the queue the limits imply outlasts it.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        drain: Duration,
     },
     /// Prove the scenario's limiter configs with the library's conformance kit: adversarial
     /// traces, every property checked, a failure shrunk to a minimal counterexample.
@@ -264,9 +290,50 @@ fn verdict(summary: &crate::harness::summary::Summary) -> ExitCode {
 pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
     init_tracing();
     match cli.command {
-        Command::Check { file } => {
+        Command::Batch {
+            requests,
+            config,
+            out,
+            concurrency,
+        } => {
+            let opts = BatchOptions {
+                requests,
+                config,
+                out,
+                concurrency,
+                progress: true,
+            };
+            let summary = runtime()?.block_on(run_batch(&opts)).map_err(|e| match e {
+                BatchError::Results(_) => Failure::Run(e.into()),
+                e => Failure::BadInput(e.into()),
+            })?;
+            println!(
+                "{} requests: {} ok, {} failed, {} skipped (already ok); {} attempts; {:.1} s; {:.0} tokens/min; results: {}",
+                summary.total,
+                summary.ok,
+                summary.failed,
+                summary.skipped,
+                summary.attempts,
+                summary.elapsed_s,
+                if summary.elapsed_s > 0.0 {
+                    summary.tokens as f64 * 60.0 / summary.elapsed_s
+                } else {
+                    0.0
+                },
+                opts.out.display()
+            );
+            Ok(if summary.failed > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Check { file, drain } => {
             let s = load(&file)?;
-            println!("{}", s.plan());
+            print!("{}", s.plan());
+            for w in drain_warnings(&s, drain) {
+                println!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -276,6 +343,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             duration,
             no_requests_csv,
             drain,
+            pause,
         } => {
             let mut scenario = load(&file)?;
             if let Some(d) = duration {
@@ -287,7 +355,23 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 requests_csv: !no_requests_csv,
                 drain,
                 progress: true,
+                pause,
             };
+            let several = opts.limiter.is_none() && scenario.limiters.len() > 1;
+            if scenario.provider.target == Target::Url && several {
+                eprintln!(
+                    "hub: warning: the url target's quota is not reset between limiters; {}",
+                    if pause.is_zero() {
+                        "each starts with what the previous one left (--pause waits between them)"
+                            .to_owned()
+                    } else {
+                        format!("waiting {pause:?} between them")
+                    }
+                );
+            }
+            for w in drain_warnings(&scenario, drain) {
+                eprintln!("hub: warning: {w}");
+            }
             let summary = runtime()?.block_on(async {
                 let stop = Arc::new(AtomicBool::new(false));
                 let on_signal = stop.clone();
@@ -328,6 +412,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 requests_csv: !no_requests_csv,
                 drain,
             };
+            for w in drain_warnings(&scenario, drain) {
+                eprintln!("hub: warning: {w}");
+            }
             let started = std::time::Instant::now();
             let summary = simulate(&scenario, &opts).map_err(|e| match e {
                 runner::RunError::UnknownLimiter(_) => Failure::BadInput(e.into()),

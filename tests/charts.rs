@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use connector_hub::harness::capacity::{QuotaDimension, Refill};
 use connector_hub::harness::charts::{render_charts, ChartKind, CHART_SIZE};
 use connector_hub::harness::compare::{compare, rules, RegressionRule, Verdict};
 use connector_hub::harness::html::write_index_html;
@@ -69,6 +70,7 @@ fn request(id: u64, strategy: &str, synth: &Synth, noise: &mut Noise) -> Request
         end: intended,
         outcome: Outcome::Ok,
         estimated_tokens: prompt + 150,
+        server_tokens: prompt + 150,
         prompt_tokens: Some(prompt),
         completion_tokens: Some(completion),
         limiter_wait: 0,
@@ -157,7 +159,16 @@ fn synthetic_report(dir: &Path, synth: &Synth) -> Summary {
         writer
             .timeseries(name, agg.seconds(synth.duration_s))
             .expect("write timeseries");
-        let mut summary = agg.summary(synth.duration_s as f64, quota.tpm);
+        let per_minute = |dimension, limit| QuotaDimension {
+            dimension,
+            limit,
+            refill: Refill::Continuous { period: 60 * S },
+        };
+        let dims = [
+            per_minute("requests", quota.rpm.unwrap_or(0)),
+            per_minute("tokens", quota.tpm.unwrap_or(0)),
+        ];
+        let mut summary = agg.summary(synth.duration_s as f64, &dims);
         let passed = summary.throttled_ratio < 0.01;
         summary.thresholds = vec![ThresholdResult {
             metric: "throttled_ratio".to_owned(),

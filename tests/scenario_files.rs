@@ -647,6 +647,9 @@ fn workload(prompt: TokenDist) -> Workload {
         max_tokens: 256,
         output_tokens: TokenDist::Uniform { min: 20, max: 256 },
         stream: 0.5,
+        trace: None,
+        chars_per_token: Default::default(),
+        requests: None,
     }
 }
 

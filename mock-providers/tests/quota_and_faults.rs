@@ -414,6 +414,7 @@ async fn stats_reset_and_metrics_report_per_key() {
     assert_eq!(r.status, 200);
     let v = m.call("GET", "/_mock/stats", &[], "").await.json();
     assert_eq!(v["keys"]["openai/org-mock/gpt-4o-mini"]["admitted"], 0);
+    assert_eq!(v["requests_total"], 0, "reset zeroes the request count too");
     let r = m
         .post(
             "/v1/chat/completions",
@@ -422,4 +423,24 @@ async fn stats_reset_and_metrics_report_per_key() {
         .await;
     assert_eq!(r.status, 200, "reset restores the full quota");
     assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("2"));
+}
+
+/// `mock_output_tokens` (the trace-replay extension) fixes the completion length exactly,
+/// under the `max_tokens` cap, whatever the configured length distribution.
+#[tokio::test]
+async fn mock_output_tokens_sets_the_completion_length_exactly() {
+    let m = mock(MockConfig {
+        output_tokens: OutputTokens::Uniform { min: 1, max: 500 },
+        ..small()
+    });
+    for (n, cap, want) in [(44u32, 100u32, 44u64), (7, 100, 7), (80, 50, 50)] {
+        let extra = format!(r#""max_tokens":{cap},"mock_output_tokens":{n}"#);
+        let r = m
+            .post("/v1/chat/completions", &chat("gpt-4o-mini", "abcd", &extra))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["usage"]["completion_tokens"], want, "{n} under {cap}");
+        m.call("POST", "/_mock/reset", &[], "").await;
+    }
 }

@@ -49,6 +49,19 @@ pub enum Arrival {
         /// Pause between a user's response and its next request.
         think_time: Duration,
     },
+    /// Open loop, the arrivals of a recorded trace replayed at their relative times (the
+    /// scenario's `[workload] trace`); no generated schedule.
+    Trace {
+        /// Mean arrival rate over the replay, requests per second (for plans and
+        /// expected-load arithmetic).
+        rate: f64,
+    },
+    /// Open loop, a request file's requests all offered at the phase start (the scenario's
+    /// `[workload] requests`); no generated schedule.
+    Batch {
+        /// Requests in the batch.
+        requests: u64,
+    },
 }
 
 impl Arrival {
@@ -59,6 +72,8 @@ impl Arrival {
             Self::Constant { .. } => "constant",
             Self::Gamma { .. } => "gamma",
             Self::Closed { .. } => "closed",
+            Self::Trace { .. } => "trace",
+            Self::Batch { .. } => "batch",
         }
     }
 
@@ -73,6 +88,9 @@ impl Arrival {
             Self::Poisson { rate } | Self::Constant { rate } | Self::Gamma { rate, .. } => {
                 Some(rate.per_second())
             }
+            Self::Trace { rate } => Some(*rate),
+            // All at once: the count over the 1-ms batch phase, so rate × duration is it.
+            Self::Batch { requests } => Some(*requests as f64 * 1_000.0),
             Self::Closed { .. } => None,
         }
     }
@@ -117,7 +135,8 @@ fn nanos(d: Duration) -> u64 {
 /// The intended start times of every open-loop phase, in order: `(ns since the run start,
 /// phase index)`, strictly within each phase's `[start, end)`. Seeded per phase, so the
 /// same `(phases, seed)` always gives the same schedule and one phase's draws do not
-/// depend on another's. Closed-loop phases yield nothing.
+/// depend on another's. Closed-loop and trace phases yield nothing (a trace's arrivals come
+/// from [`TraceSpec::arrivals`](super::trace::TraceSpec::arrivals)).
 pub fn open_loop_schedule(phases: &[Phase], seed: u64) -> OpenLoopSchedule {
     let bounds = phase_bounds(phases);
     let phases = phases
@@ -203,7 +222,7 @@ impl OpenLoopSchedule {
                 let shape = 1.0 / (burstiness * burstiness);
                 Gaps::Gamma(Gamma::new(shape, mean_gap_ns / shape).ok()?)
             }
-            Arrival::Closed { .. } => return None,
+            Arrival::Closed { .. } | Arrival::Trace { .. } | Arrival::Batch { .. } => return None,
         };
         let rng = StdRng::seed_from_u64(sub_seed(self.seed, ARRIVAL_SALT, i as u64));
         Some(PhaseGen::Random {

@@ -50,13 +50,17 @@ pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
         ("strategy", |l| l.strategy.clone()),
         ("requests", |l| l.requests.to_string()),
         ("completed", |l| l.completed.to_string()),
-        ("throttled", |l| l.throttled.to_string()),
-        ("throttled ratio", |l| pct(l.throttled_ratio)),
+        ("failed after 429s", |l| l.failed_throttled.to_string()),
         ("errors", |l| l.errors.to_string()),
         ("dropped", |l| l.dropped.to_string()),
+        ("throttled", |l| l.throttled.to_string()),
+        ("throttled ratio", |l| pct(l.throttled_ratio)),
         ("goodput (tokens/min)", |l| format!("{:.0}", l.goodput_tpm)),
         ("quota utilisation", |l| {
             l.quota_utilisation.map(pct).unwrap_or_else(|| "-".into())
+        }),
+        ("binding dimension", |l| {
+            l.binding_dimension.clone().unwrap_or_else(|| "-".into())
         }),
         ("target rate (req/s)", |l| format!("{:.2}", l.target_rate)),
         ("achieved rate (req/s)", |l| {
@@ -78,6 +82,7 @@ pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
         ("thresholds", |l| {
             if l.passed { "pass" } else { "FAIL" }.to_owned()
         }),
+        ("verdict", |l| l.verdict()),
     ]
 }
 
@@ -86,6 +91,7 @@ table{border-collapse:collapse;font-size:0.9em;margin-bottom:1em}\
 th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:right}\
 th{background:#f2f2f2}td.name,th.name{text-align:left}\
 td.fail{color:#b00020;font-weight:bold}td.pass{color:#1b7f3b}\
+li.fail{color:#b00020}li.pass{color:#1b7f3b}div.wide{max-width:100%;overflow-x:auto}\
 figure{margin:1em 0}figure svg{max-width:100%;height:auto;border:1px solid #ddd}\
 pre{background:#f7f7f7;padding:1em;overflow-x:auto}";
 
@@ -189,8 +195,24 @@ pub fn index_html(report: &ReportData) -> Result<String, ChartError> {
         escape(&deployment),
         escape(&quota),
     );
-    out.push_str("<h2>Summary</h2>\n");
+    out.push_str("<ul id=\"verdicts\">\n");
+    for l in &s.limiters {
+        let class = if l.passed && l.unsuccessful() == 0 {
+            "pass"
+        } else {
+            "fail"
+        };
+        let _ = writeln!(
+            out,
+            "<li class=\"{class}\" data-limiter=\"{}\">{}</li>",
+            escape(&l.name),
+            escape(&l.headline())
+        );
+    }
+    out.push_str("</ul>\n<h2>Summary</h2>\n");
+    out.push_str("<div class=\"wide\">");
     summary_table(&mut out, report);
+    out.push_str("</div>\n");
     out.push_str("<h2>Thresholds</h2>\n");
     thresholds_table(&mut out, report);
     out.push_str("<h2>Charts</h2>\n");

@@ -4,6 +4,8 @@
 //! (Parallel work in progress: each part adds its own `pub mod` line below.)
 
 pub mod arrival;
+pub mod batch;
+pub mod capacity;
 pub mod charts;
 pub mod compare;
 pub mod html;
@@ -14,11 +16,13 @@ pub mod report_files;
 pub mod request;
 pub mod runner;
 pub mod scenario;
+pub mod schedule;
 pub mod sim;
 pub mod summary;
 pub mod target;
 pub mod thresholds;
 pub mod ticker;
+pub mod trace;
 pub mod tune;
 pub mod verify;
 pub mod workload;

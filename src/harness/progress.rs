@@ -9,13 +9,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::record::{Outcome, RequestRecord};
 
-/// Running totals of one limiter run, updated as records arrive.
+/// Running totals of one limiter run, updated as records arrive: the final outcomes
+/// (which partition the requests done) and, apart, the requests that saw a 429.
 #[derive(Debug, Default)]
 pub struct Counters {
     done: AtomicU64,
     ok: AtomicU64,
-    throttled: AtomicU64,
-    failed: AtomicU64,
+    saw_429: AtomicU64,
+    failed_throttled: AtomicU64,
+    errors: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl Counters {
@@ -24,22 +27,28 @@ impl Counters {
         self.done.fetch_add(1, Ordering::Relaxed);
         let n = match r.outcome {
             Outcome::Ok => &self.ok,
-            Outcome::Throttled => &self.throttled,
-            Outcome::Error | Outcome::Dropped => &self.failed,
+            Outcome::Throttled => &self.failed_throttled,
+            Outcome::Error => &self.errors,
+            Outcome::Dropped => &self.dropped,
         };
         n.fetch_add(1, Ordering::Relaxed);
-        if r.attempts.iter().any(|a| a.throttled()) && r.outcome == Outcome::Ok {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
+        if r.attempts.iter().any(|a| a.throttled()) {
+            self.saw_429.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn line(&self) -> String {
+    /// `"N done: ok, failed after 429s, errors, dropped (saw 429)"`; the four outcomes
+    /// add up to the requests done.
+    pub fn line(&self) -> String {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
         format!(
-            "{} done, {} ok, {} saw 429, {} failed or dropped",
-            self.done.load(Ordering::Relaxed),
-            self.ok.load(Ordering::Relaxed),
-            self.throttled.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed)
+            "{} done: {} ok, {} failed after 429s, {} errors, {} dropped ({} saw a 429)",
+            get(&self.done),
+            get(&self.ok),
+            get(&self.failed_throttled),
+            get(&self.errors),
+            get(&self.dropped),
+            get(&self.saw_429),
         )
     }
 }

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 
 use crate::clock::Nanos;
 
+use super::capacity::{binding, dimension_use, QuotaDimension};
 use super::summary::{LimiterSummary, Percentiles, DISTRIBUTION_PERCENTILES};
 
 /// How a request ended.
@@ -74,6 +75,9 @@ pub struct RequestRecord {
     /// Tokens the client estimated (and the limiter charged): the provider's admission
     /// estimate, max(prompt tokens, prompt chars / 4) + max_tokens.
     pub estimated_tokens: u64,
+    /// Tokens the server charges each attempt it admits: the provider's documented
+    /// admission rule, ⌈prompt characters / 4⌉ + `max_tokens` (what the mock charges).
+    pub server_tokens: u64,
     /// Prompt tokens as reported by the server.
     pub prompt_tokens: Option<u64>,
     /// Completion tokens as reported by the server.
@@ -103,6 +107,15 @@ impl RequestRecord {
     /// End − intended start (coordinated-omission corrected), ns.
     pub fn latency(&self) -> Nanos {
         self.end.saturating_sub(self.intended_start)
+    }
+
+    /// Attempts the server admitted and charged: every answered attempt but a 429 (an
+    /// attempt that failed before an answer, e.g. connection refused, charged nothing).
+    pub fn charged_attempts(&self) -> u64 {
+        self.attempts
+            .iter()
+            .filter(|a| a.status.is_some() && !a.throttled())
+            .count() as u64
     }
 
     /// Prompt + completion tokens, when the server reported them.
@@ -156,9 +169,15 @@ pub struct RunAggregate {
     throttled: u64,
     errors: u64,
     dropped: u64,
+    failed_throttled: u64,
     sent: u64,
     late_starts: u64,
     tokens_used: u64,
+    /// Requests and tokens the server charged (admitted attempts).
+    charged: (u64, u64),
+    /// First intended start and last end seen, ns.
+    first_start: Option<Nanos>,
+    last_end: Nanos,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -223,9 +242,13 @@ impl RunAggregate {
             throttled: 0,
             errors: 0,
             dropped: 0,
+            failed_throttled: 0,
             sent: 0,
             late_starts: 0,
             tokens_used: 0,
+            charged: (0, 0),
+            first_start: None,
+            last_end: 0,
         }
     }
 
@@ -245,6 +268,14 @@ impl RunAggregate {
     /// Adds one finished (or dropped) request.
     pub fn add(&mut self, r: &RequestRecord) {
         self.requests += 1;
+        self.first_start = Some(
+            self.first_start
+                .map_or(r.intended_start, |s| s.min(r.intended_start)),
+        );
+        self.last_end = self.last_end.max(r.end);
+        let admitted = r.charged_attempts();
+        self.charged.0 += admitted;
+        self.charged.1 += admitted * r.server_tokens;
         self.second(r.intended_start).offered += 1;
         if let Some(first) = r.attempts.first() {
             self.sent += 1;
@@ -286,10 +317,10 @@ impl RunAggregate {
                 );
                 self.flush_before(end_s.saturating_sub(HORIZON_S));
             }
-            Outcome::Throttled | Outcome::Error => {
-                if r.outcome == Outcome::Error {
-                    self.second(r.end).errors += 1;
-                }
+            Outcome::Throttled => self.failed_throttled += 1,
+            Outcome::Error => {
+                self.errors += 1;
+                self.second(r.end).errors += 1;
             }
             Outcome::Dropped => self.dropped += 1,
         }
@@ -321,10 +352,25 @@ impl RunAggregate {
         &self.seconds
     }
 
+    /// Requests and tokens the server charged (admitted attempts).
+    pub fn charged(&self) -> (u64, u64) {
+        self.charged
+    }
+
+    /// The run's span, ns: first intended start to last end (0 without requests).
+    pub fn span(&self) -> (Nanos, Nanos) {
+        let start = self.first_start.unwrap_or(0);
+        (start, self.last_end.max(start))
+    }
+
     /// The summary of this limiter's run (thresholds not yet evaluated: empty, passed).
-    /// `duration_s` is the run length; `quota_tpm` the server's TPM, when known.
-    pub fn summary(&self, duration_s: f64, quota_tpm: Option<u64>) -> LimiterSummary {
-        let minutes = duration_s / 60.0;
+    /// `nominal_s` is the scenario's duration in seconds (the intended rate's denominator);
+    /// goodput, the achieved rate and utilisation are divided by the run's real
+    /// [`span`](Self::span). `quota` is the server's quota per dimension, empty when unknown.
+    pub fn summary(&self, nominal_s: f64, quota: &[QuotaDimension]) -> LimiterSummary {
+        let (start, end) = self.span();
+        let span_s = (end - start) as f64 / 1e9;
+        let minutes = span_s / 60.0;
         let goodput_tpm = if minutes > 0.0 {
             self.tokens_used as f64 / minutes
         } else {
@@ -337,13 +383,14 @@ impl RunAggregate {
                 n as f64 / self.requests as f64
             }
         };
-        let rate = |n: u64| {
-            if duration_s > 0.0 {
-                n as f64 / duration_s
-            } else {
-                0.0
-            }
-        };
+        let per = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        let utilisation = dimension_use(quota, self.charged, start, end);
+        let bind = binding(&utilisation);
+        let quota_tpm = quota
+            .iter()
+            .find(|q| q.dimension == "tokens")
+            .map(|q| q.per_minute())
+            .filter(|&t| t > 0.0);
         LimiterSummary {
             name: self.name.clone(),
             strategy: self.strategy.clone(),
@@ -352,13 +399,18 @@ impl RunAggregate {
             throttled: self.throttled,
             errors: self.errors,
             dropped: self.dropped,
+            failed_throttled: self.failed_throttled,
             throttled_ratio: ratio(self.throttled),
+            span_s: (span_s * 1_000.0).round() / 1_000.0,
             goodput_tpm: (goodput_tpm * 10.0).round() / 10.0,
-            quota_utilisation: quota_tpm
-                .filter(|&t| t > 0)
-                .map(|t| (goodput_tpm / t as f64 * 10_000.0).round() / 10_000.0),
-            target_rate: rate(self.requests),
-            achieved_rate: rate(self.sent),
+            quota_utilisation: bind.map(|b| b.utilisation),
+            binding_dimension: bind.map(|b| b.dimension.clone()),
+            utilisation: utilisation.clone(),
+            goodput_over_quota_tpm: quota_tpm
+                .map(|t| (goodput_tpm / t * 10_000.0).round() / 10_000.0),
+            target_rate: per(self.requests, nominal_s),
+            achieved_rate: per(self.sent, span_s),
+            batch_efficiency: None,
             late_starts: self.late_starts,
             latency_ms: percentiles(&self.latency, true),
             service_ms: percentiles(&self.service, true),
@@ -399,6 +451,7 @@ mod tests {
             end,
             outcome: Outcome::Ok,
             estimated_tokens: 100,
+            server_tokens: 90,
             prompt_tokens: Some(40),
             completion_tokens: Some(20),
             limiter_wait: sent - intended,
@@ -424,7 +477,7 @@ mod tests {
             attempts: vec![],
             outcome: Outcome::Dropped,
             first_byte: None,
-            ..ok(2, 2 * S, 2 * S, 2 * S)
+            ..ok(2, 2 * S, 2 * S, 3 * S)
         });
         let rows = agg.seconds(3).to_vec();
         assert_eq!(rows.len(), 3);
@@ -437,14 +490,23 @@ mod tests {
         let close = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= want * 1e-2);
         assert!(close(rows[1].latency_p50_ms, 1500.0), "{:?}", rows[1]);
         assert_eq!(rows[0].tokens_charged, 100);
-        let s = agg.summary(3.0, Some(60));
+        let quota = [QuotaDimension {
+            dimension: "tokens",
+            limit: 60,
+            refill: crate::harness::capacity::Refill::Continuous { period: 60 * S },
+        }];
+        let s = agg.summary(3.0, &quota);
         assert_eq!(
             (s.requests, s.completed, s.throttled, s.dropped),
             (3, 2, 1, 1)
         );
         assert!((s.throttled_ratio - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.span_s, 3.0);
         assert_eq!(s.goodput_tpm, 2400.0, "120 tokens in 3 s");
-        assert_eq!(s.quota_utilisation, Some(40.0));
+        assert_eq!(s.goodput_over_quota_tpm, Some(40.0));
+        // Server-charged: two admitted attempts of 90 tokens against 60 + 3 s of refill.
+        assert_eq!(s.utilisation[0].charged, 180);
+        assert_eq!(s.utilisation[0].capacity, 63);
         assert!(close(s.latency_ms.max, 1500.0), "{:?}", s.latency_ms);
         assert!(s.ttft_ms.is_some());
     }
@@ -457,7 +519,68 @@ mod tests {
         agg.add(&r);
         r.limiter_wait = 10_000_000;
         agg.add(&r);
-        assert_eq!(agg.summary(1.0, None).late_starts, 1);
+        assert_eq!(agg.summary(1.0, &[]).late_starts, 1);
+    }
+
+    /// Every request lands in exactly one final outcome, whatever its attempts saw.
+    #[test]
+    fn final_outcomes_partition_the_requests() {
+        let mut agg = RunAggregate::new("x", "none");
+        let throttled = |sent| Attempt {
+            sent,
+            end: sent,
+            status: Some(429),
+        };
+        // ok after a 429
+        let mut r = ok(0, 0, S, 2 * S);
+        r.attempts.insert(0, throttled(0));
+        agg.add(&r);
+        // failed after 429s (retries exhausted)
+        agg.add(&RequestRecord {
+            attempts: vec![throttled(S), throttled(2 * S)],
+            outcome: Outcome::Throttled,
+            prompt_tokens: None,
+            completion_tokens: None,
+            ..ok(1, S, S, 2 * S)
+        });
+        // an error without an answer (connection refused): not charged
+        agg.add(&RequestRecord {
+            attempts: vec![Attempt {
+                sent: S,
+                end: S,
+                status: None,
+            }],
+            outcome: Outcome::Error,
+            prompt_tokens: None,
+            completion_tokens: None,
+            ..ok(2, S, S, S)
+        });
+        agg.add(&RequestRecord {
+            attempts: vec![],
+            outcome: Outcome::Dropped,
+            ..ok(3, S, S, 4 * S)
+        });
+        let s = agg.summary(4.0, &[]);
+        assert_eq!(
+            (s.completed, s.failed_throttled, s.errors, s.dropped),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(
+            s.completed + s.failed_throttled + s.errors + s.dropped,
+            s.requests
+        );
+        assert_eq!(s.throttled, 2, "saw a 429: the ok one and the failed one");
+        assert_eq!(
+            agg.charged,
+            (1, 90),
+            "only the one answered non-429 attempt"
+        );
+        assert_eq!(agg.seconds(4)[1].errors, 1);
+        let v = s.verdict();
+        assert!(
+            v.starts_with("pass, 3 of 4 not completed: 1 failed after 429s, 1 errors, 1 dropped"),
+            "{v}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::clock::Nanos;
 
 use super::record::{RequestRecord, SecondRow};
-use super::summary::{Percentiles, Summary};
+use super::summary::{LimiterSummary, Percentiles, Summary};
 
 /// The header of `requests.csv`.
 pub const REQUESTS_HEADER: &str = "limiter,request_id,phase,intended_start_ms,sent_ms,first_byte_ms,end_ms,status,outcome,attempts,estimated_tokens,prompt_tokens,completion_tokens,limiter_wait_ms,ttft_ms,service_ms,latency_ms";
@@ -188,6 +188,15 @@ fn cell(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
 }
 
+/// The binding dimension's utilisation, e.g. `98.2% (requests)`, or `-` without a quota.
+pub fn utilisation_cell(l: &LimiterSummary) -> String {
+    match (l.quota_utilisation, &l.binding_dimension) {
+        (Some(u), Some(d)) => format!("{:.1}% ({d})", u * 100.0),
+        (Some(u), None) => format!("{:.1}%", u * 100.0),
+        _ => "-".into(),
+    }
+}
+
 fn lat(p: &Percentiles) -> String {
     format!("{} / {} / {}", cell(p.p50), cell(p.p99), cell(p.max))
 }
@@ -210,9 +219,13 @@ pub fn summary_markdown(s: &Summary) -> String {
             s.provider.model
         );
     }
-    out.push_str("| limiter | strategy | requests | completed | throttled | ratio | errors | dropped | goodput TPM | quota used | rate target/achieved | latency p50/p99/max ms | service p50/p99/max ms | limiter wait p50/p99 ms | TTFT p50/p99 ms | thresholds |\n");
+    for l in &s.limiters {
+        let _ = writeln!(out, "- {}", l.headline());
+    }
+    out.push('\n');
+    out.push_str("| limiter | strategy | requests | ok | failed after 429s | errors | dropped | saw 429 | ratio | span s | goodput TPM | quota used (binding) | rate target/achieved | latency p50/p99/max ms | service p50/p99/max ms | limiter wait p50/p99 ms | TTFT p50/p99 ms | verdict |\n");
     out.push_str(
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for l in &s.limiters {
         let ttft = l
@@ -220,32 +233,21 @@ pub fn summary_markdown(s: &Summary) -> String {
             .as_ref()
             .map(|t| format!("{} / {}", cell(t.p50), cell(t.p99)))
             .unwrap_or_else(|| "-".into());
-        let failed: Vec<_> = l
-            .thresholds
-            .iter()
-            .filter(|t| !t.passed)
-            .map(|t| format!("{} {}", t.metric, t.expr))
-            .collect();
-        let verdict = match (failed.is_empty(), l.strategy == "none") {
-            (true, _) => "pass".to_owned(),
-            (false, false) => format!("FAIL: {}", failed.join("; ")),
-            (false, true) => format!("fails (baseline, not gating): {}", failed.join("; ")),
-        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.2}% | {} | {} | {:.0} | {} | {:.2}/{:.2} | {} | {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.1} | {:.0} | {} | {:.2}/{:.2} | {} | {} | {} / {} | {} | {} |",
             l.name,
             l.strategy,
             l.requests,
             l.completed,
-            l.throttled,
-            l.throttled_ratio * 100.0,
+            l.failed_throttled,
             l.errors,
             l.dropped,
+            l.throttled,
+            l.throttled_ratio * 100.0,
+            l.span_s,
             l.goodput_tpm,
-            l.quota_utilisation
-                .map(|u| format!("{:.1}%", u * 100.0))
-                .unwrap_or_else(|| "-".into()),
+            utilisation_cell(l),
             l.target_rate,
             l.achieved_rate,
             lat(&l.latency_ms),
@@ -253,7 +255,28 @@ pub fn summary_markdown(s: &Summary) -> String {
             cell(l.limiter_wait_ms.p50),
             cell(l.limiter_wait_ms.p99),
             ttft,
-            verdict,
+            l.verdict(),
+        );
+    }
+    let efficiencies: Vec<String> = s
+        .limiters
+        .iter()
+        .filter_map(|l| {
+            l.batch_efficiency
+                .map(|e| format!("{} {:.3} ({:.1} s)", l.name, e, l.span_s))
+        })
+        .collect();
+    if !efficiencies.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nBatch efficiency (the quota's minimum time for what was charged / the run's span): {}",
+            efficiencies.join(", ")
+        );
+    }
+    if s.limiters.iter().any(|l| !l.utilisation.is_empty()) {
+        out.push_str(
+            "\nQuota used = what the server charged / what the quota could admit over the run's span \
+             (a full bucket plus its refill, or the limit per window), on the binding dimension.\n",
         );
     }
     out

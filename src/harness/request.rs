@@ -54,6 +54,9 @@ pub struct PlannedRequest {
     pub request: CompletionRequest,
     /// The provider's admission estimate of the request, in tokens.
     pub estimated_tokens: u64,
+    /// What the server charges each admitted attempt, in tokens
+    /// ([`RequestRecord::server_tokens`]).
+    pub server_tokens: u64,
 }
 
 /// What the observer saw of one request's attempts (times in ns since the run start).
@@ -86,6 +89,7 @@ impl Observation {
             end,
             outcome: Outcome::Dropped,
             estimated_tokens: planned.estimated_tokens,
+            server_tokens: planned.server_tokens,
             prompt_tokens: None,
             completion_tokens: None,
             limiter_wait: seen.limiter_wait,
@@ -256,6 +260,7 @@ impl RequestContext {
             attempts: seen.attempts,
             outcome,
             estimated_tokens: planned.estimated_tokens,
+            server_tokens: planned.server_tokens,
             prompt_tokens: usage.map(|u| u.input_tokens),
             completion_tokens: usage.map(|u| u.output_tokens),
             limiter_wait,

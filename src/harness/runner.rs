@@ -23,15 +23,18 @@ use crate::middleware::{GovernorMiddleware, Pipeline, ProviderSet};
 use crate::provider::admission::RequestSize;
 use crate::provider::{CompletionRequest, Message};
 
-use super::arrival::{open_loop_schedule, Arrival};
+use super::arrival::Arrival;
+use super::capacity::{min_batch_time_s, quota_dimensions, QuotaDimension};
 use super::record::{RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
 use super::request::{AttemptObserver, Observation, PlannedRequest, RequestContext};
 use super::scenario::Scenario;
+use super::schedule::open_loop_requests;
 use super::summary::{LimiterSummary, ProviderSummary, QuotaSummary, Summary, ThresholdResult};
 use super::target::{LiveTarget, TargetError};
 use super::ticker::Ticker;
-use super::workload::prompt_text;
+use super::trace::TraceRequest;
+use super::workload::prompt_text_at;
 use super::{progress::Progress, summary};
 
 /// How `hub run` runs a scenario.
@@ -48,6 +51,9 @@ pub struct RunOptions {
     pub drain: Duration,
     /// Show a progress bar (terminal) or periodic plain lines.
     pub progress: bool,
+    /// Time to wait between limiters (lets a `url` target's quota refill; the embedded
+    /// mock is fresh for each limiter anyway).
+    pub pause: Duration,
 }
 
 /// A run could not complete.
@@ -73,6 +79,9 @@ pub enum RunError {
     /// The OS refused the open-loop scheduler's thread.
     #[error("cannot start the scheduler thread: {0}")]
     Scheduler(std::io::Error),
+    /// The scenario's trace could not be read.
+    #[error(transparent)]
+    Trace(#[from] super::trace::TraceError),
 }
 
 /// Runs `scenario`, writing the report to `opts.out`. `stop` (set by Ctrl-C) ends the
@@ -94,9 +103,15 @@ pub async fn run(
     let duration = scenario.duration();
     let duration_s = duration.as_secs_f64();
     let mut limiters = Vec::new();
-    for spec in specs {
+    for (i, spec) in specs.into_iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if i > 0 && !opts.pause.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(opts.pause) => {}
+                () = wait_for_stop(&stop) => break,
+            }
         }
         let limiter: Option<Arc<dyn RateLimiter>> = match scenario.limiter_config(spec) {
             Some(cfg) => Some(
@@ -153,8 +168,13 @@ pub async fn run(
         target.shutdown().await;
         let mut aggregate = aggregate;
         writer.timeseries(&spec.name, aggregate.seconds(duration.as_secs().max(1)))?;
-        let quota_tpm = scenario.provider.quota.as_ref().and_then(|q| q.tpm);
-        limiters.push(evaluate(scenario, aggregate.summary(duration_s, quota_tpm)));
+        // The mock's fixed windows start when it does, a moment before the run.
+        let quota = quota_dimensions(scenario, false);
+        let s = aggregate.summary(duration_s, &quota);
+        limiters.push(evaluate(
+            scenario,
+            with_batch_efficiency(scenario, &aggregate, &quota, s),
+        ));
     }
     let summary = Summary {
         schema_version: summary::SCHEMA_VERSION,
@@ -191,6 +211,21 @@ pub fn quota_summary(s: &Scenario) -> Option<QuotaSummary> {
     })
 }
 
+/// For a batch workload (`[workload] requests`), sets `batch_efficiency`: the shortest time
+/// in which the quota could admit what the server charged, over the run's span.
+pub fn with_batch_efficiency(
+    scenario: &Scenario,
+    agg: &RunAggregate,
+    quota: &[QuotaDimension],
+    mut s: LimiterSummary,
+) -> LimiterSummary {
+    if scenario.workload.requests.is_some() && !quota.is_empty() && s.span_s > 0.0 {
+        let min = min_batch_time_s(quota, agg.charged());
+        s.batch_efficiency = Some((min / s.span_s * 10_000.0).round() / 10_000.0);
+    }
+    s
+}
+
 /// Evaluates the scenario's thresholds on one limiter's summary.
 pub fn evaluate(scenario: &Scenario, mut s: LimiterSummary) -> LimiterSummary {
     s.thresholds = scenario
@@ -206,7 +241,8 @@ pub fn evaluate(scenario: &Scenario, mut s: LimiterSummary) -> LimiterSummary {
             }
         })
         .collect();
-    s.passed = s.thresholds.iter().all(|t| t.passed);
+    // A run in which nothing completed measured nothing: it does not pass.
+    s.passed = s.thresholds.iter().all(|t| t.passed) && (s.requests == 0 || s.completed > 0);
     s
 }
 
@@ -286,9 +322,15 @@ async fn run_one(
     // each built ahead and handed over at its intended start by the ticker's thread.
     let mut ticker = {
         let (s, next_id) = (scenario.clone(), next_id.clone());
-        let schedule = open_loop_schedule(&scenario.phases, scenario.seed);
-        Ticker::start(schedule, system, ctx.start, move |at, phase| {
-            plan(&s, next_id.fetch_add(1, Ordering::Relaxed), phase, at)
+        let schedule = open_loop_requests(scenario)?;
+        Ticker::start(schedule, system, ctx.start, move |r| {
+            plan(
+                &s,
+                next_id.fetch_add(1, Ordering::Relaxed),
+                r.phase,
+                r.at,
+                r.trace,
+            )
         })
         .map_err(RunError::Scheduler)?
     };
@@ -306,7 +348,7 @@ async fn run_one(
                     let think = *think_time;
                     let plan_for = {
                         let s = scenario.clone();
-                        move |id, intended| plan(&s, id, index, intended)
+                        move |id, intended| plan(&s, id, index, intended, None)
                     };
                     tasks.spawn(async move {
                         loop {
@@ -348,6 +390,13 @@ async fn run_one(
     // Drain: in-flight requests may finish until the scenario's end plus the drain (the
     // last arrival may come well before the end, as in the simulator); what is left then
     // is cut and counted dropped, with the attempts it made.
+    // A batch lasts until every request has ended (or Ctrl-C): no drain cuts it.
+    if scenario.workload.requests.is_some() && !stop.load(Ordering::Relaxed) {
+        tokio::select! {
+            () = async { while tasks.join_next().await.is_some() {} } => {}
+            () = wait_for_stop(stop) => {}
+        }
+    }
     let drain = if stop.load(Ordering::Relaxed) {
         Duration::from_millis(500)
     } else {
@@ -373,25 +422,53 @@ async fn wait_for_stop(stop: &AtomicBool) {
     }
 }
 
+/// What the server charges an admitted request against its token quota, by the rule both
+/// providers document and the mock follows: ⌈prompt characters / 4⌉ + `max_tokens` (16
+/// when unset, Azure's default budget; the harness always sets it).
+pub fn server_tokens(size: &RequestSize) -> u64 {
+    size.prompt_chars.div_ceil(4) + size.max_tokens.unwrap_or(16) * u64::from(size.n.max(1))
+}
+
 /// The request with id `id`: the same in every limiter run of the scenario. Its estimate is
-/// what the governed step will acquire: the provider's admission rule on the request.
-fn plan(scenario: &Scenario, id: u64, phase: usize, intended: Nanos) -> PlannedRequest {
-    let shape = scenario.workload.shape(scenario.seed, id);
-    let prompt = prompt_text(shape.prompt_tokens, shape.prompt_seed);
+/// what the governed step will acquire: the provider's admission rule on the request. A
+/// replayed trace row sets its lengths; against the embedded mock it also asks for
+/// exactly the row's output length (`mock_output_tokens`, a mock-only field).
+fn plan(
+    scenario: &Scenario,
+    id: u64,
+    phase: usize,
+    intended: Nanos,
+    trace: Option<TraceRequest>,
+) -> PlannedRequest {
+    let w = &scenario.workload;
+    let shape = match &trace {
+        Some(row) => w.trace_shape(scenario.seed, id, row),
+        None => w.shape(scenario.seed, id),
+    };
+    let prompt = prompt_text_at(
+        shape.prompt_tokens,
+        shape.prompt_seed,
+        shape.chars_per_token_milli,
+    );
     let mut request =
         CompletionRequest::new(scenario.provider.model.clone(), vec![Message::user(prompt)])
             .with_max_tokens(u32::try_from(shape.max_tokens).unwrap_or(u32::MAX));
     request.stream = shape.stream;
-    let estimated_tokens = scenario
-        .provider
-        .kind
-        .admission_rule()
-        .tokens(&RequestSize::of(&request));
+    let exact = trace.is_some_and(|t| t.exact_output);
+    if exact && scenario.provider.target == super::scenario::Target::Mock {
+        request.provider_params.insert(
+            "mock_output_tokens".into(),
+            serde_json::Value::from(shape.output_tokens),
+        );
+    }
+    let size = RequestSize::of(&request);
+    let estimated_tokens = scenario.provider.kind.admission_rule().tokens(&size);
     PlannedRequest {
         id,
         phase,
         intended_start: intended,
         request,
         estimated_tokens,
+        server_tokens: server_tokens(&size),
     }
 }

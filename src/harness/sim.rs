@@ -11,8 +11,8 @@
 //!
 //! Where it differs from a live run (documented in `reports/README.md`): no network or
 //! scheduling delay (a 429 is answered at the instant of sending); the prompt's characters
-//! are the prompt generator's measured characters per token times its tokens instead of the
-//! real text's; the per-token latency of a response is its mean rather than a sum of draws;
+//! are computed from its tokens and characters per token (what the prompt generator
+//! produces) instead of counted in real text; the per-token latency of a response is its mean rather than a sum of draws;
 //! limiter waiters are served strictly FIFO at exact instants.
 
 use std::cmp::Reverse;
@@ -38,14 +38,17 @@ use crate::limiter::{
 use crate::middleware::RetrySeed;
 use crate::provider::admission::{AdmissionRule, RequestSize};
 
-use super::arrival::{open_loop_schedule, Arrival};
+use super::arrival::Arrival;
+use super::capacity::quota_dimensions;
 use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
-use super::runner::{evaluate, provider_summary, quota_summary, RunError};
+use super::runner::{evaluate, provider_summary, quota_summary, with_batch_efficiency, RunError};
 use super::scenario::{ProviderKind, Scenario};
+use super::schedule::{open_loop_requests, Scheduled};
 use super::summary::{self, Summary};
 use super::target::mock_config;
-use super::workload::{prompt_text, RequestShape};
+use super::trace::TraceRequest;
+use super::workload::{prompt_chars, RequestShape};
 
 /// How `hub simulate` runs.
 #[derive(Debug, Clone)]
@@ -72,7 +75,8 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
     }
     let mut writer = ReportWriter::create(&opts.out, opts.requests_csv)?;
     let duration = scenario.duration();
-    let chars_per_token = chars_per_token(scenario.seed);
+    // The simulated server's quota starts at virtual time 0, the run's start.
+    let quota = quota_dimensions(scenario, true);
     let mut limiters = Vec::new();
     for spec in specs {
         let clock = ManualClock::new(0);
@@ -89,19 +93,25 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
         };
         let mut sim = Sim::new(
             scenario,
+            open_loop_requests(scenario)?,
             clock,
             limiter,
-            chars_per_token,
             &spec.name,
             spec.strategy_name(),
         );
-        sim.run(&mut writer, nanos(duration + opts.drain))?;
+        // A batch runs until every request has ended: no drain cuts it.
+        let end = if scenario.workload.requests.is_some() {
+            Nanos::MAX
+        } else {
+            nanos(duration + opts.drain)
+        };
+        sim.run(&mut writer, end)?;
         let mut agg = sim.agg;
         writer.timeseries(&spec.name, agg.seconds(duration.as_secs().max(1)))?;
-        let quota_tpm = scenario.provider.quota.as_ref().and_then(|q| q.tpm);
+        let s = agg.summary(duration.as_secs_f64(), &quota);
         limiters.push(evaluate(
             scenario,
-            agg.summary(duration.as_secs_f64(), quota_tpm),
+            with_batch_efficiency(scenario, &agg, &quota, s),
         ));
     }
     let summary = Summary {
@@ -116,12 +126,6 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<Summary, RunEr
     };
     writer.finish(&summary, &scenario.text)?;
     Ok(summary)
-}
-
-/// Characters per token of the generated prompts, measured once on a sample.
-fn chars_per_token(seed: u64) -> f64 {
-    let sample = prompt_text(2_000, seed);
-    (sample.chars().count() as f64 / 2_000.0).max(1.0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -143,7 +147,7 @@ enum Event {
 struct InFlight {
     record: RequestRecord,
     shape: RequestShape,
-    /// The prompt's characters ([`Sim::prompt_chars`] of its tokens).
+    /// The prompt's characters ([`prompt_chars`] of its tokens and ratio).
     prompt_chars: u64,
     machine: RequestLifecycle,
     permit: Option<Permit>,
@@ -151,6 +155,9 @@ struct InFlight {
     /// The admitted attempt's usage (prompt, completion) and header view, until it completes.
     usage: Option<(u64, u64)>,
     meta: ResponseMeta,
+    /// The output length the server is asked to produce exactly (a replayed trace row),
+    /// instead of drawing one.
+    exact_output: Option<u64>,
 }
 
 /// The events in (time, sequence) order. Most are due at the instant being simulated (a
@@ -277,10 +284,11 @@ struct Sim<'a> {
     mock_seed: u64,
     /// Requests the simulated server has received (its request numbers).
     served: u64,
-    chars_per_token: f64,
     events: EventQueue,
     next_id: u64,
-    arrivals: Box<dyn Iterator<Item = (Nanos, usize)> + 'a>,
+    arrivals: Box<dyn Iterator<Item = Scheduled> + Send>,
+    /// The trace row of the pending arrival event (one arrival is pending at a time).
+    next_trace: Option<TraceRequest>,
     requests: Requests,
     queue: VecDeque<Queued>,
     head_at: Option<Nanos>,
@@ -288,11 +296,12 @@ struct Sim<'a> {
 }
 
 impl<'a> Sim<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         s: &'a Scenario,
+        arrivals: Box<dyn Iterator<Item = Scheduled> + Send>,
         clock: ManualClock,
         limiter: Option<Arc<KeyedLimiter>>,
-        chars_per_token: f64,
         name: &str,
         strategy: &str,
     ) -> Self {
@@ -354,10 +363,10 @@ impl<'a> Sim<'a> {
             output: mock.output_tokens,
             mock_seed: mock.seed,
             served: 0,
-            chars_per_token,
             events: EventQueue::default(),
             next_id: 0,
-            arrivals: Box::new(open_loop_schedule(&s.phases, s.seed)),
+            arrivals,
+            next_trace: None,
             requests: Requests::default(),
             queue: VecDeque::new(),
             head_at: None,
@@ -370,8 +379,9 @@ impl<'a> Sim<'a> {
     }
 
     fn next_arrival(&mut self) {
-        if let Some((at, phase)) = self.arrivals.next() {
-            self.push(at, Event::Arrival { phase });
+        if let Some(r) = self.arrivals.next() {
+            self.next_trace = r.trace;
+            self.push(r.at, Event::Arrival { phase: r.phase });
         }
     }
 
@@ -395,12 +405,13 @@ impl<'a> Sim<'a> {
             }
             match event {
                 Event::Arrival { phase } => {
+                    let trace = self.next_trace.take();
                     self.next_arrival();
-                    self.arrive(t, phase, None, writer)?;
+                    self.arrive(t, phase, None, trace, writer)?;
                 }
                 Event::User { phase } => {
                     if t < self.phase_end(phase) {
-                        self.arrive(t, phase, Some(phase), writer)?;
+                        self.arrive(t, phase, Some(phase), None, writer)?;
                     }
                 }
                 Event::Head => {
@@ -432,22 +443,21 @@ impl<'a> Sim<'a> {
             .sum()
     }
 
-    /// Approximate characters of a prompt of `tokens` generated tokens.
-    fn prompt_chars(&self, tokens: u64) -> u64 {
-        (tokens as f64 * self.chars_per_token).round() as u64
-    }
-
     fn arrive(
         &mut self,
         t: Nanos,
         phase: usize,
         user: Option<usize>,
+        trace: Option<TraceRequest>,
         writer: &mut ReportWriter,
     ) -> Result<(), ReportError> {
         let id = self.next_id;
         self.next_id += 1;
-        let shape = self.s.workload.shape(self.s.seed, id);
-        let prompt_chars = self.prompt_chars(shape.prompt_tokens);
+        let shape = match &trace {
+            Some(row) => self.s.workload.trace_shape(self.s.seed, id, row),
+            None => self.s.workload.shape(self.s.seed, id),
+        };
+        let prompt_chars = prompt_chars(shape.prompt_tokens, shape.chars_per_token_milli);
         let size =
             RequestSize::user_message(shape.prompt_tokens, prompt_chars, Some(shape.max_tokens));
         let config = LifecycleConfig {
@@ -466,6 +476,7 @@ impl<'a> Sim<'a> {
             end: t,
             outcome: Outcome::Dropped,
             estimated_tokens: machine.estimate().tokens,
+            server_tokens: prompt_chars.div_ceil(4) + shape.max_tokens,
             prompt_tokens: None,
             completion_tokens: None,
             limiter_wait: 0,
@@ -482,6 +493,9 @@ impl<'a> Sim<'a> {
                 user_phase: user,
                 usage: None,
                 meta: ResponseMeta::default(),
+                exact_output: trace
+                    .filter(|t| t.exact_output)
+                    .map(|_| shape.output_tokens),
             }),
         );
         self.perform(t, id, first, writer)
@@ -657,7 +671,10 @@ impl<'a> Sim<'a> {
             .try_admit(t, chars.div_ceil(4) + r.shape.max_tokens)
         {
             Decision::Admitted(a) => {
-                let natural = self.output.sample(&mut output_rng(self.mock_seed, number));
+                let natural = match r.exact_output {
+                    Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+                    None => self.output.sample(&mut output_rng(self.mock_seed, number)),
+                };
                 let cap = u32::try_from(r.shape.max_tokens).unwrap_or(u32::MAX);
                 let out = natural.min(cap);
                 let ttft = nanos(self.latency.ttft(&mut latency_rng(self.mock_seed, number)));
@@ -814,6 +831,7 @@ mod tests_support {
                 end: 0,
                 outcome: Outcome::Dropped,
                 estimated_tokens: 0,
+                server_tokens: 0,
                 prompt_tokens: None,
                 completion_tokens: None,
                 limiter_wait: 0,
@@ -825,6 +843,7 @@ mod tests_support {
                 stream: false,
                 prompt_seed: 0,
                 output_tokens: 1,
+                chars_per_token_milli: 4000,
             },
             prompt_chars: 4,
             machine: RequestLifecycle::with_estimate(Cost::request(2), LifecycleConfig::default()),
@@ -832,6 +851,7 @@ mod tests_support {
             user_phase: None,
             usage: None,
             meta: ResponseMeta::default(),
+            exact_output: None,
         }
     }
 }

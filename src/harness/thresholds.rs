@@ -27,8 +27,10 @@ pub enum MetricUnit {
 /// - `latency_p50` … `latency_p999`: corrected latency (end − intended start) percentiles.
 /// - `service_p99`: service time (end − last send) p99.
 /// - `limiter_wait_p99`: time spent waiting in the limiter, p99.
-/// - `quota_utilisation`: goodput TPM / the mock's quota TPM.
-/// - `goodput_tpm`: tokens (prompt + completion) of completed requests per minute of run.
+/// - `quota_utilisation`: the binding dimension's server-charged units / what the mock's
+///   quota could admit over the run's span (a fraction, at most 1 for admitted traffic).
+/// - `goodput_tpm`: tokens (prompt + completion) of completed requests per minute of the
+///   run's span.
 pub const METRICS: &[(&str, MetricUnit)] = &[
     ("throttled_ratio", MetricUnit::Ratio),
     ("error_ratio", MetricUnit::Ratio),

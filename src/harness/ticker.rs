@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::schedule::Scheduled;
 use crate::clock::{nanos, Clock, Nanos, SystemClock};
 
 /// The longest one blocking sleep lasts, so a dropped ticker's thread ends soon.
@@ -32,14 +33,14 @@ pub struct Ticker<T> {
 }
 
 impl<T: Send + 'static> Ticker<T> {
-    /// Starts the ticker thread. `schedule` yields `(intended start, phase)` in time order,
-    /// times in ns since `start` on `clock`; `prepare(at, phase)` builds each item before
-    /// its start time. Fails only when the OS refuses a thread.
+    /// Starts the ticker thread. `schedule` yields requests in time order, times in ns
+    /// since `start` on `clock`; `prepare` builds each item before its start time. Fails
+    /// only when the OS refuses a thread.
     pub fn start(
-        schedule: impl Iterator<Item = (Nanos, usize)> + Send + 'static,
+        schedule: impl Iterator<Item = Scheduled> + Send + 'static,
         clock: SystemClock,
         start: Nanos,
-        mut prepare: impl FnMut(Nanos, usize) -> T + Send + 'static,
+        mut prepare: impl FnMut(Scheduled) -> T + Send + 'static,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(AHEAD);
         let done = Arc::new(AtomicBool::new(false));
@@ -47,8 +48,9 @@ impl<T: Send + 'static> Ticker<T> {
         std::thread::Builder::new()
             .name("hub-ticker".into())
             .spawn(move || {
-                for (at, phase) in schedule {
-                    let item = prepare(at, phase);
+                for scheduled in schedule {
+                    let (at, phase) = (scheduled.at, scheduled.phase);
+                    let item = prepare(scheduled);
                     let deadline = start.saturating_add(at);
                     loop {
                         if stop.load(Ordering::Relaxed) {
@@ -107,10 +109,20 @@ async fn wait_for(stop: &AtomicBool) {
 mod tests {
     use super::*;
 
+    fn scheduled(v: Vec<(Nanos, usize)>) -> impl Iterator<Item = Scheduled> + Send {
+        v.into_iter().map(|(at, phase)| Scheduled {
+            at,
+            phase,
+            trace: None,
+        })
+    }
+
     /// Start times already past: the ticker sends at once, so nothing here waits.
     fn past(schedule: Vec<(Nanos, usize)>) -> Ticker<(Nanos, usize)> {
-        Ticker::start(schedule.into_iter(), SystemClock::new(), 0, |at, p| (at, p))
-            .expect("a thread starts")
+        Ticker::start(scheduled(schedule), SystemClock::new(), 0, |s| {
+            (s.at, s.phase)
+        })
+        .expect("a thread starts")
     }
 
     #[tokio::test]
@@ -138,7 +150,7 @@ mod tests {
     async fn a_set_stop_ends_the_wait_for_an_item_far_ahead() {
         let clock = SystemClock::new();
         let far = nanos(Duration::from_secs(3600));
-        let mut t = Ticker::start(vec![(far, 0)].into_iter(), clock, clock.now(), |at, _| at)
+        let mut t = Ticker::start(scheduled(vec![(far, 0)]), clock, clock.now(), |s| s.at)
             .expect("a thread starts");
         let stop = AtomicBool::new(true);
         assert_eq!(t.next_in(0, &stop).await, None);

@@ -11,6 +11,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal};
 
+use super::batch::workload::RequestFile;
+use super::trace::{TraceRequest, TraceSpec};
+
 /// Salt of the per-request workload generator (see [`sub_seed`]).
 const WORKLOAD_SALT: u64 = 0x776f_726b_6c6f_6164; // "workload"
 
@@ -190,6 +193,67 @@ pub struct Workload {
     pub output_tokens: TokenDist,
     /// Fraction of requests sent with `stream = true`, in `0..=1`.
     pub stream: f64,
+    /// A recorded trace to replay instead of drawing lengths and arrivals: prompt and
+    /// output lengths and `max_tokens` come from its rows ([`Workload::trace_shape`]).
+    pub trace: Option<TraceSpec>,
+    /// Characters per token of the generated prompt text.
+    pub chars_per_token: CharsPerToken,
+    /// A request file offered as one batch at the run start (`[workload] requests`):
+    /// each line's size replayed ([`RequestFile`]).
+    pub requests: Option<RequestFile>,
+}
+
+/// Characters per token of generated prompt text. Servers estimate a prompt as characters
+/// / 4 at admission; natural text has more characters per token than 4, so the estimate
+/// exceeds the true count — a client counting tokens is charged more than it thinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CharsPerToken {
+    /// Exactly 4 (the default): the servers' estimate equals the token count.
+    #[default]
+    Four,
+    /// The same ratio for every prompt, in thousandths (4500 = 4.5 characters per token).
+    Fixed(u32),
+    /// A realistic mix: each prompt's ratio drawn uniformly from 4.0 to 5.0 (mean 4.5,
+    /// English prose in `o200k_base` / `cl100k_base`), seeded per request.
+    Natural,
+}
+
+impl CharsPerToken {
+    /// The mean ratio, characters per token.
+    pub fn mean(self) -> f64 {
+        match self {
+            Self::Four => 4.0,
+            Self::Fixed(m) => f64::from(m) / 1000.0,
+            Self::Natural => 4.5,
+        }
+    }
+
+    /// The largest ratio a prompt can have, characters per token.
+    pub fn max(self) -> f64 {
+        match self {
+            Self::Natural => 5.0,
+            other => other.mean(),
+        }
+    }
+}
+
+impl std::fmt::Display for CharsPerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Natural => f.write_str("natural (4 to 5 per request)"),
+            other => write!(f, "{}", other.mean()),
+        }
+    }
+}
+
+/// Salt of the per-request characters-per-token draw (see [`sub_seed`]); its own stream, so
+/// the other draws of a request do not depend on it.
+const CHARS_SALT: u64 = 0x6368_6172_732f_746b; // "chars/tk"
+
+/// A prompt's characters for `tokens` tokens at `milli` thousandths of a character per
+/// token: exactly what [`prompt_text_at`] produces.
+pub fn prompt_chars(tokens: u64, milli: u32) -> u64 {
+    tokens * u64::from(milli) / 1000
 }
 
 /// One request's drawn shape. Depends only on (scenario seed, request id), so every
@@ -208,9 +272,89 @@ pub struct RequestShape {
     /// at `max_tokens`. A server decides the real length; use this only where none does
     /// (virtual-time simulation).
     pub output_tokens: u64,
+    /// Characters per token of its prompt text, in thousandths (4000 = 4): generate it
+    /// with [`prompt_text_at`]; it has [`prompt_chars`] characters.
+    pub chars_per_token_milli: u32,
 }
 
 impl Workload {
+    /// The shape of replayed trace request `request_id` of a scenario seeded with `seed`:
+    /// lengths and `max_tokens` from the trace row; streaming and the prompt's text drawn
+    /// as for any request. `output_tokens` is the trace's generated count (at least 1,
+    /// capped at `max_tokens`), which the server is asked to produce exactly.
+    pub fn trace_shape(&self, seed: u64, request_id: u64, row: &TraceRequest) -> RequestShape {
+        let mut rng = StdRng::seed_from_u64(sub_seed(seed, WORKLOAD_SALT, request_id));
+        let stream = rng.random::<f64>() < self.stream;
+        let prompt_seed = rng.random::<u64>();
+        RequestShape {
+            prompt_tokens: row.prompt_tokens.max(1),
+            max_tokens: row.max_tokens,
+            stream,
+            prompt_seed,
+            output_tokens: row.output_tokens.clamp(1, row.max_tokens.max(1)),
+            chars_per_token_milli: row
+                .chars_per_token_milli
+                .unwrap_or_else(|| self.chars_milli(seed, request_id)),
+        }
+    }
+
+    /// Request `request_id`'s characters per token, thousandths.
+    fn chars_milli(&self, seed: u64, request_id: u64) -> u32 {
+        match self.chars_per_token {
+            CharsPerToken::Four => 4000,
+            CharsPerToken::Fixed(m) => m,
+            CharsPerToken::Natural => StdRng::seed_from_u64(sub_seed(seed, CHARS_SALT, request_id))
+                .random_range(4000..=5000),
+        }
+    }
+
+    /// The mean admission estimate of a request, tokens: mean prompt + mean `max_tokens`
+    /// (generated prompts have four characters per token, so that is what the server
+    /// charges); for a trace, over the rows of its window.
+    pub fn mean_estimate(&self) -> f64 {
+        if let Some(r) = &self.requests {
+            return r.charge_sum as f64 / r.count.max(1) as f64;
+        }
+        match &self.trace {
+            Some(t) => {
+                let n = t.scan.in_window.max(1) as f64;
+                let output = t.scan.output_tokens as f64 / n;
+                self.charged_prompt(t.scan.prompt_tokens as f64 / n)
+                    + t.max_tokens.for_output(output.round() as u64) as f64
+            }
+            None => self.charged_prompt(self.prompt_tokens.mean()) + self.max_tokens as f64,
+        }
+    }
+
+    /// What a server's characters / 4 estimate makes of `tokens` prompt tokens of text at
+    /// the workload's mean characters per token.
+    fn charged_prompt(&self, tokens: f64) -> f64 {
+        tokens * (self.chars_per_token.mean() / 4.0).max(1.0)
+    }
+
+    /// The largest admission estimate a request can have, tokens (prompt characters / 4 +
+    /// `max_tokens`), `None` when prompt lengths are unbounded.
+    pub fn largest_estimate(&self) -> Option<u64> {
+        if let Some(r) = &self.requests {
+            return Some(r.charge_max);
+        }
+        match &self.trace {
+            Some(t) => Some(
+                self.largest_prompt(t.scan.max_prompt_tokens)
+                    .saturating_add(t.max_tokens.for_output(t.scan.max_output_tokens)),
+            ),
+            None => Some(
+                self.largest_prompt(self.prompt_tokens.max()?)
+                    .saturating_add(self.max_tokens),
+            ),
+        }
+    }
+
+    fn largest_prompt(&self, tokens: u64) -> u64 {
+        let ratio = (self.chars_per_token.max() / 4.0).max(1.0);
+        (tokens as f64 * ratio).ceil() as u64
+    }
+
     /// The shape of request `request_id` of a scenario seeded with `seed`.
     pub fn shape(&self, seed: u64, request_id: u64) -> RequestShape {
         let mut rng = StdRng::seed_from_u64(sub_seed(seed, WORKLOAD_SALT, request_id));
@@ -227,6 +371,7 @@ impl Workload {
             stream,
             prompt_seed,
             output_tokens,
+            chars_per_token_milli: self.chars_milli(seed, request_id),
         }
     }
 }
@@ -311,6 +456,14 @@ fn by_length() -> &'static [Vec<&'static str>; MAX_WORD_LEN + 1] {
 /// running character count stays within a few characters of 4 per token and ends on it.
 /// Chat framing adds [`CHAT_FRAMING_TOKENS`] to the prompt tokens a server reports.
 pub fn prompt_text(tokens: u64, seed: u64) -> String {
+    prompt_text_at(tokens, seed, 4000)
+}
+
+/// [`prompt_text`] at `milli` thousandths of a character per token instead of 4: the same
+/// one-token words, their lengths chosen so the text has exactly [`prompt_chars`]`(tokens,
+/// milli)` characters when the words allow it (ratios from 3.5 to 7); still exactly
+/// `tokens` tokens.
+pub fn prompt_text_at(tokens: u64, seed: u64, milli: u32) -> String {
     let mut rng = StdRng::seed_from_u64(seed);
     let words = by_length();
     // Capped so a wild `tokens` cannot pre-allocate much; the string grows as needed.
@@ -331,7 +484,7 @@ pub fn prompt_text(tokens: u64, seed: u64) -> String {
             out.push(' ');
         }
         // Letters that would put the count exactly on 4 per token after this word.
-        let target = (i as i64 + 1) * PROMPT_CHARS_PER_TOKEN as i64;
+        let target = prompt_chars(i + 1, milli) as i64;
         let exact = target - chars - space;
         let spread = if last { 0 } else { 2 };
         let lo = (exact - spread).clamp(1, MAX_WORD_LEN as i64) as usize;
@@ -409,6 +562,68 @@ mod tests {
         assert!(WORDS
             .iter()
             .all(|w| w.len() <= MAX_WORD_LEN && w.is_ascii()));
+    }
+
+    #[test]
+    fn prompt_text_at_other_ratios_keeps_the_token_count_and_hits_the_characters() {
+        for (tokens, milli) in [
+            (1u64, 4500u32),
+            (50, 4500),
+            (333, 4200),
+            (800, 5000),
+            (120, 3500),
+            (64, 7000),
+        ] {
+            let text = prompt_text_at(tokens, tokens + 3, milli);
+            assert_eq!(
+                text.chars().count() as u64,
+                prompt_chars(tokens, milli),
+                "{tokens} at {milli}"
+            );
+            for (name, bpe) in encodings() {
+                assert_eq!(
+                    bpe.encode_ordinary(&text).len() as u64,
+                    tokens,
+                    "{name} {tokens} at {milli}"
+                );
+            }
+        }
+        assert_eq!(prompt_text_at(300, 9, 4000), prompt_text(300, 9));
+    }
+
+    #[test]
+    fn natural_ratios_are_drawn_per_request_between_4_and_5() {
+        let w = Workload {
+            prompt_tokens: TokenDist::Constant { value: 100 },
+            max_tokens: 10,
+            output_tokens: TokenDist::Constant { value: 10 },
+            stream: 0.0,
+            trace: None,
+            chars_per_token: CharsPerToken::Natural,
+            requests: None,
+        };
+        let ratios: Vec<u32> = (0..500)
+            .map(|id| w.shape(1, id).chars_per_token_milli)
+            .collect();
+        assert!(ratios.iter().all(|m| (4000..=5000).contains(m)));
+        let mean = ratios.iter().map(|&m| f64::from(m)).sum::<f64>() / 500.0;
+        assert!((mean - 4500.0).abs() < 60.0, "{mean}");
+        let four = Workload {
+            chars_per_token: CharsPerToken::Four,
+            ..w.clone()
+        };
+        let shape = four.shape(1, 7);
+        assert_eq!(shape.chars_per_token_milli, 4000);
+        assert_eq!(
+            Workload {
+                chars_per_token: CharsPerToken::Natural,
+                ..four
+            }
+            .shape(1, 7)
+            .prompt_seed,
+            shape.prompt_seed,
+            "the ratio has its own stream: the other draws do not move"
+        );
     }
 
     #[test]

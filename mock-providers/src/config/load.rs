@@ -47,7 +47,7 @@ impl MockConfig {
     /// Parses and checks a TOML configuration; `origin` names it in errors (a path or
     /// e.g. `"scenario foo.toml [mock]"`).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: MockConfig = toml::from_str(text).map_err(|e| {
+        let mut config: MockConfig = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             let (line, field) = match e.span() {
                 Some(_) => (line_of(text, at), field_at(text, at)),
@@ -60,6 +60,20 @@ impl MockConfig {
                 message: e.message().trim_end_matches('.').to_owned(),
             }
         })?;
+        let written =
+            |key: &str| toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key(key));
+        if written("models") && !written("deployments") {
+            // The default deployments name the default models; a file that replaces the
+            // models but writes no deployments keeps only the defaults whose model it lists.
+            let models: HashSet<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
+            let kept: Vec<_> = config
+                .deployments
+                .iter()
+                .filter(|d| models.contains(d.model.as_str()))
+                .cloned()
+                .collect();
+            config.deployments = kept;
+        }
         config.check().map_err(|p| p.into_error(origin, text))?;
         Ok(config)
     }
@@ -307,18 +321,36 @@ mod tests {
         );
     }
 
+    /// Models without deployments: the default deployments naming models the file
+    /// dropped go too (they used to make the file invalid at `f:0:`).
     #[test]
-    fn default_list_broken_by_the_file_says_so() {
+    fn models_without_deployments_keep_the_defaults_that_still_fit() {
         let text = "[[models]]\nid = \"gpt-4o\"\n";
+        let cfg = MockConfig::from_toml_str(text, "f").expect("valid without [[deployments]]");
+        assert_eq!(cfg.models.len(), 1);
+        assert!(cfg.deployments.is_empty(), "{:?}", cfg.deployments);
+        let text = "[[models]]\nid = \"gpt-4o-mini\"\n";
+        let cfg = MockConfig::from_toml_str(text, "f").expect("valid");
+        assert_eq!(
+            cfg.deployments
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>(),
+            ["gpt-4o-mini"],
+            "the default deployment of a listed model stays"
+        );
+    }
+
+    /// A deployments list written in the file is never pruned: a wrong model is an error
+    /// located at its line.
+    #[test]
+    fn written_deployments_still_must_name_listed_models() {
+        let text = "[[models]]\nid = \"gpt-4o\"\n\n[[deployments]]\nname = \"d\"\nmodel = \"gpt-4o-mini\"\n";
         let err = MockConfig::from_toml_str(text, "f")
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("f:0: field `deployments[0].model`"),
-            "{err}"
-        );
-        assert!(
-            err.contains("write [[deployments]] to replace them"),
+            err.starts_with("f:6: field `deployments[0].model`"),
             "{err}"
         );
     }

@@ -73,7 +73,10 @@ pub(super) fn generate(
     let cap = params.max_tokens.unwrap_or(model.default_max_tokens);
     let choices: Vec<_> = (0..parsed.choices())
         .map(|_| {
-            let natural = inner.config.output_tokens.sample(&mut rng);
+            let natural = match params.mock_output_tokens {
+                Some(n) => n,
+                None => inner.config.output_tokens.sample(&mut rng),
+            };
             generate_text(encoding, natural, Some(cap), &params.stop, &mut rng)
         })
         .collect();

@@ -182,14 +182,18 @@ impl MockState {
         &self.0.slots
     }
 
-    /// Back to full quota and zero counters on every key (`POST /_mock/reset`), Anthropic
-    /// models included (their prompt caches emptied too).
+    /// Back to full quota and zero counters on every key, Anthropic models included (their
+    /// prompt caches emptied too), and the request count (which numbers requests for their
+    /// seeds) back to zero: as fresh as a new server (`POST /_mock/reset`).
     pub fn reset(&self) {
         for s in &self.0.slots {
             s.quota.lock().reset();
             s.stats.clear();
         }
         self.0.anthropic.reset();
+        self.0
+            .requests
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The Anthropic mock's state (per-model buckets and counters).

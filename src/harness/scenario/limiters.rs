@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::{Locator, Problem};
 use super::fields::{check_name, not_used};
 use super::raw::{RawLimiter, RawRetry, RawStrategy, RawThresholds};
-use super::{LimiterSpec, ProviderSpec, RetrySpec, Threshold, Workload};
+use super::{LimiterSpec, ProviderSpec, RetrySpec, Target, Threshold, Workload};
 use crate::limiter::{
     Backend, ConfigError, RateLimitConfig, RateLimitType, Strategy, TokenAccounting, Unit,
 };
@@ -221,11 +221,10 @@ pub(super) fn worst_case_requests(cfg: &RateLimitConfig, window: Duration) -> Op
 }
 
 /// The largest admission estimate a request of `w` can have, in tokens: prompt
-/// characters / 4 plus `max_tokens`; prompts from `prompt_text` have exactly 4 characters
-/// per token, so this is the largest prompt plus `max_tokens`. `None` when prompt lengths
-/// are unbounded.
+/// characters / 4 plus `max_tokens` ([`Workload::largest_estimate`]). `None` when prompt
+/// lengths are unbounded.
 pub(super) fn largest_estimate(w: &Workload) -> Option<u64> {
-    Some(w.prompt_tokens.max()?.saturating_add(w.max_tokens))
+    w.largest_estimate()
 }
 
 /// Settings that parse but will probably not do what was meant.
@@ -235,6 +234,12 @@ pub(super) fn warnings(
     limiters: &[LimiterSpec],
 ) -> Vec<String> {
     let mut out = Vec::new();
+    if provider.target == Target::Url && limiters.len() > 1 {
+        out.push(format!(
+            "target = \"url\": the endpoint's quota is not reset between the {} limiters: each one starts with what the previous left of it (pass --pause to `hub run` to wait between limiters, e.g. --pause 60s for per-minute quotas)",
+            limiters.len()
+        ));
+    }
     let largest = largest_estimate(w);
     if let Some(est) = largest {
         for l in limiters {

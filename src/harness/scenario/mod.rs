@@ -6,6 +6,7 @@
 //! are resolved values — defaults filled in, units converted, limiter settings already
 //! turned into the library's [`RateLimitConfig`] — so the runner never re-interprets text.
 
+pub mod drain;
 pub(crate) mod error;
 mod fields;
 pub(crate) mod limiters;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::limiters::worst_case_requests;
 use super::{Arrival, Scenario, Target};
-use crate::harness::arrival::open_loop_schedule;
+use crate::harness::schedule::open_loop_requests;
 use crate::limiter::backoff::BackoffKind;
 use crate::limiter::{ChargeTime, RateLimitConfig, RateLimitType, TokenAccounting, Unit};
 
@@ -94,13 +94,15 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
     // The schedule is deterministic: count what this seed actually schedules per phase
     // (skipped for very long schedules, where the expectation is as good).
     let expected_total: f64 = s.phases.iter().filter_map(|p| p.expected_requests()).sum();
-    let scheduled: Option<Vec<u64>> = (expected_total <= MAX_COUNTED as f64).then(|| {
-        let mut counts = vec![0u64; s.phases.len()];
-        for (_, phase) in open_loop_schedule(&s.phases, s.seed) {
-            counts[phase] += 1;
-        }
-        counts
-    });
+    let scheduled: Option<Vec<u64>> = (expected_total <= MAX_COUNTED as f64)
+        .then(|| {
+            let mut counts = vec![0u64; s.phases.len()];
+            for r in open_loop_requests(s).ok()? {
+                counts[r.phase] += 1;
+            }
+            Some(counts)
+        })
+        .flatten();
     for (i, ph) in s.phases.iter().enumerate() {
         let end = at + ph.duration;
         let what = match ph.arrival {
@@ -116,6 +118,27 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
             } => format!(
                 "closed loop, {concurrency} users, think time {}",
                 secs(think_time)
+            ),
+            Arrival::Trace { rate } => match &s.workload.trace {
+                Some(t) => format!(
+                    "trace replay of {} ({}, {} rows, {} in the window from {} for {}), speed {}, rate scale {}, mean {rate:.3}/s",
+                    t.path.display(),
+                    t.format.name(),
+                    t.scan.rows,
+                    t.scan.in_window,
+                    secs(t.start),
+                    secs(t.window()),
+                    t.speed,
+                    t.rate_scale
+                ),
+                None => format!("trace replay, mean {rate:.3}/s"),
+            },
+            Arrival::Batch { requests } => format!(
+                "batch: the {requests} requests of {} at once; the run lasts until all have ended (no drain cut)",
+                s.workload
+                    .requests
+                    .as_ref()
+                    .map_or("the request file".to_owned(), |f| f.path.display().to_string())
             ),
         };
         let count = match (ph.expected_requests(), &scheduled) {
@@ -144,14 +167,45 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
         }
     }
     let w = &s.workload;
-    writeln!(
-        out,
-        "workload: prompt {}; max_tokens {}; output {}; {:.0}% streamed",
-        w.prompt_tokens,
-        w.max_tokens,
-        w.output_tokens,
-        w.stream * 100.0
-    )?;
+    match (&w.trace, &w.requests) {
+        (_, Some(f)) => writeln!(
+            out,
+            "workload: each line of the request file replayed with its prompt's tokens and characters and its max_tokens: admission estimate mean {:.0} tokens, max {}, {} in all; {:.0}% streamed",
+            f.charge_sum as f64 / f.count.max(1) as f64,
+            f.charge_max,
+            f.charge_sum,
+            w.stream * 100.0
+        )?,
+        (Some(t), None) => {
+            let n = t.scan.in_window.max(1);
+            writeln!(
+                out,
+                "workload: from the trace: prompt mean {:.0} tokens (max {}), output mean {:.0} tokens (max {}), the mock producing each row's exact output; max_tokens {}; {:.0}% streamed",
+                t.scan.prompt_tokens as f64 / n as f64,
+                t.scan.max_prompt_tokens,
+                t.scan.output_tokens as f64 / n as f64,
+                t.scan.max_output_tokens,
+                t.max_tokens,
+                w.stream * 100.0
+            )?
+        }
+        (None, None) => writeln!(
+            out,
+            "workload: prompt {}; max_tokens {}; output {}; {:.0}% streamed",
+            w.prompt_tokens,
+            w.max_tokens,
+            w.output_tokens,
+            w.stream * 100.0
+        )?,
+    }
+    if w.chars_per_token != Default::default() {
+        writeln!(
+            out,
+            "  prompt text: {} characters per token, so the servers' characters / 4 estimate is about {:.0}% of the true count",
+            w.chars_per_token,
+            w.chars_per_token.mean() / 4.0 * 100.0
+        )?;
+    }
     let b = &s.retry.backoff;
     writeln!(
         out,

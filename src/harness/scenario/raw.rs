@@ -10,6 +10,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::{ProviderKind, Target};
+use crate::harness::trace::TraceFormat;
 use crate::limiter::{Backend, BackoffConfig, ChargeAt, Limits, TokenAccounting};
 use crate::units::{de_opt_duration, de_opt_rate, Rate};
 
@@ -114,11 +115,91 @@ pub(super) struct RawWorkload {
     #[serde(default)]
     pub prompt_tokens: Option<RawDist>,
     #[serde(default)]
-    pub max_tokens: Option<u64>,
+    pub max_tokens: Option<RawMaxTokens>,
     #[serde(default)]
     pub output_tokens: Option<RawDist>,
     #[serde(default)]
     pub stream: Option<f64>,
+    #[serde(default)]
+    pub trace: Option<String>,
+    #[serde(default)]
+    pub format: Option<TraceFormat>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub start: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub duration: Option<Duration>,
+    #[serde(default)]
+    pub speed: Option<f64>,
+    #[serde(default)]
+    pub rate_scale: Option<f64>,
+    #[serde(default)]
+    pub prompt_chars_per_token: Option<RawRatio>,
+    #[serde(default)]
+    pub requests: Option<String>,
+}
+
+/// `prompt_chars_per_token` as written: a number, or `"natural"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum RawRatio {
+    Number(f64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawRatio {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawRatio;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("characters per token (a number such as 4.5) or \"natural\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawRatio, E> {
+                Ok(RawRatio::Number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRatio, E> {
+                Ok(RawRatio::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRatio, E> {
+                Ok(RawRatio::Number(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRatio, E> {
+                Ok(RawRatio::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `max_tokens` as written: a whole number of tokens, or (trace workloads) `"trace"` or a
+/// multiple such as `"1.5x"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum RawMaxTokens {
+    Tokens(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawMaxTokens {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawMaxTokens;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of tokens, \"trace\" or a multiple such as \"1.5x\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawMaxTokens, E> {
+                Ok(RawMaxTokens::Tokens(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawMaxTokens, E> {
+                u64::try_from(v)
+                    .map(RawMaxTokens::Tokens)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawMaxTokens, E> {
+                Ok(RawMaxTokens::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -2,12 +2,18 @@
 //! its token distributions. Which fields a process or distribution takes is decided here,
 //! so a field given to the wrong one is named in the error.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::error::Problem;
 use super::fields::not_used;
-use super::raw::{RawArrival, RawDist, RawDistKind, RawPhase, RawProcess, RawWorkload};
+use super::raw::{
+    RawArrival, RawDist, RawDistKind, RawMaxTokens, RawPhase, RawProcess, RawRatio, RawWorkload,
+};
 use super::{Arrival, Phase, ProviderSpec, Target, TokenDist, Workload};
+use crate::harness::batch::workload::RequestFile;
+use crate::harness::trace::{MaxTokens, TraceSpec};
+use crate::harness::workload::CharsPerToken;
 
 /// Highest open-loop arrival rate accepted, requests per second.
 const MAX_RATE_PER_SECOND: f64 = 100_000.0;
@@ -149,8 +155,24 @@ fn arrival(i: usize, a: &RawArrival) -> Result<Arrival, Problem> {
     })
 }
 
-pub(super) fn workload(w: &RawWorkload, provider: &ProviderSpec) -> Result<Workload, Problem> {
-    let max_tokens = w.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+pub(super) fn workload(
+    w: &RawWorkload,
+    provider: &ProviderSpec,
+    base: &Path,
+) -> Result<Workload, Problem> {
+    let trace = trace(w, base)?;
+    let max_tokens = match (&w.max_tokens, &trace) {
+        (None, _) => DEFAULT_MAX_TOKENS,
+        (Some(RawMaxTokens::Tokens(n)), _) => *n,
+        (Some(RawMaxTokens::Text(t)), None) => {
+            return Err(Problem::new(
+                "workload.max_tokens",
+                format!("{t:?}: a whole number of tokens (\"trace\" and multiples such as \"1.5x\" only with a trace)"),
+            ))
+        }
+        // Resolved into the trace's mode; the synthetic default stays for the plan.
+        (Some(RawMaxTokens::Text(_)), Some(_)) => DEFAULT_MAX_TOKENS,
+    };
     if max_tokens == 0 {
         return Err(Problem::new("workload.max_tokens", "must be at least 1"));
     }
@@ -192,12 +214,177 @@ pub(super) fn workload(w: &RawWorkload, provider: &ProviderSpec) -> Result<Workl
             format!("{stream} must be a fraction within 0..=1"),
         ));
     }
+    let chars_per_token = match &w.prompt_chars_per_token {
+        None => CharsPerToken::Four,
+        Some(RawRatio::Text(t)) if t == "natural" => CharsPerToken::Natural,
+        Some(RawRatio::Number(v)) if (3.5..=7.0).contains(v) => {
+            let milli = (v * 1000.0).round() as u32;
+            if milli == 4000 {
+                CharsPerToken::Four
+            } else {
+                CharsPerToken::Fixed(milli)
+            }
+        }
+        Some(other) => {
+            return Err(Problem::new(
+                "workload.prompt_chars_per_token",
+                format!(
+                "{other:?}: expected characters per token within 3.5..=7 (e.g. 4.5) or \"natural\""
+            ),
+            ))
+        }
+    };
+    let requests = match &w.requests {
+        None => None,
+        Some(path) => {
+            let field = |f: &str| format!("workload.{f}");
+            not_used(field("trace"), trace.is_some(), "with workload.requests")?;
+            not_used(
+                field("prompt_tokens"),
+                w.prompt_tokens.is_some(),
+                "with workload.requests (each line's prompt is replayed)",
+            )?;
+            not_used(
+                field("max_tokens"),
+                w.max_tokens.is_some(),
+                "with workload.requests (each line's max_tokens is sent)",
+            )?;
+            not_used(
+                field("prompt_chars_per_token"),
+                w.prompt_chars_per_token.is_some(),
+                "with workload.requests (each line's text sets it)",
+            )?;
+            Some(
+                RequestFile::scan(&base.join(path))
+                    .map_err(|e| Problem::new(field("requests"), e))?,
+            )
+        }
+    };
     Ok(Workload {
         prompt_tokens,
         max_tokens,
         output_tokens,
         stream,
+        trace,
+        chars_per_token,
+        requests,
     })
+}
+
+/// The one phase of a batch (`[workload] requests`): every request offered at the run
+/// start; the phase lasts 1 ms and the run lasts until every request has ended (no drain
+/// cuts a batch). `[[phase]]` tables are refused.
+pub(super) fn batch_phases(raw: &[RawPhase], file: &RequestFile) -> Result<Vec<Phase>, Problem> {
+    if !raw.is_empty() {
+        return Err(Problem::new(
+            "phase",
+            "a request file is offered as one batch at the start: leave out [[phase]]",
+        ));
+    }
+    Ok(vec![Phase {
+        duration: BATCH_PHASE,
+        arrival: Arrival::Batch {
+            requests: file.count,
+        },
+    }])
+}
+
+/// The length of a batch's phase: its requests all arrive at its start.
+const BATCH_PHASE: Duration = Duration::from_millis(1);
+
+/// The trace of a `[workload]` table, checked by a streaming pass over the whole file
+/// (relative paths resolved against `base`, the scenario's directory); `None` without one.
+fn trace(w: &RawWorkload, base: &Path) -> Result<Option<TraceSpec>, Problem> {
+    let field = |f: &str| format!("workload.{f}");
+    let Some(path) = &w.trace else {
+        for (f, present) in [
+            ("format", w.format.is_some()),
+            ("start", w.start.is_some()),
+            ("duration", w.duration.is_some()),
+            ("speed", w.speed.is_some()),
+            ("rate_scale", w.rate_scale.is_some()),
+        ] {
+            not_used(field(f), present, "without workload.trace")?;
+        }
+        return Ok(None);
+    };
+    not_used(
+        field("prompt_tokens"),
+        w.prompt_tokens.is_some(),
+        "with a trace (prompt lengths come from the trace)",
+    )?;
+    not_used(
+        field("output_tokens"),
+        w.output_tokens.is_some(),
+        "with a trace (output lengths come from the trace)",
+    )?;
+    let format = w.format.ok_or_else(|| {
+        Problem::new(
+            field("format"),
+            "required with a trace: \"azure\", \"burstgpt\" or \"mooncake\"",
+        )
+    })?;
+    let positive = |f: &str, v: Option<f64>| match v {
+        None => Ok(1.0),
+        Some(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Some(v) => Err(Problem::new(field(f), format!("{v} must be a number > 0"))),
+    };
+    let speed = positive("speed", w.speed)?;
+    let rate_scale = positive("rate_scale", w.rate_scale)?;
+    if w.duration.is_some_and(|d| d.is_zero()) {
+        return Err(Problem::new(field("duration"), "must be > 0"));
+    }
+    let max_tokens = match &w.max_tokens {
+        None => MaxTokens::Trace,
+        Some(RawMaxTokens::Tokens(n)) => MaxTokens::Fixed(*n),
+        Some(RawMaxTokens::Text(t)) if t == "trace" => MaxTokens::Trace,
+        Some(RawMaxTokens::Text(t)) => match t.strip_suffix('x').map(|k| k.trim().parse::<f64>()) {
+            Some(Ok(k)) if k > 0.0 && k.is_finite() => MaxTokens::Multiple(k),
+            _ => {
+                return Err(Problem::new(
+                    field("max_tokens"),
+                    format!("{t:?}: expected a whole number of tokens, \"trace\" or a multiple of the trace's count such as \"1.5x\""),
+                ))
+            }
+        },
+    };
+    let path = base.join(path);
+    let start = w.start.unwrap_or(Duration::ZERO);
+    let scan = TraceSpec::scan(&path, format, start, w.duration)
+        .map_err(|e| Problem::new(field("trace"), e))?;
+    Ok(Some(TraceSpec {
+        path,
+        format,
+        start,
+        duration: w.duration,
+        speed,
+        rate_scale,
+        max_tokens,
+        scan,
+    }))
+}
+
+/// The one phase of a trace replay: as long as the window at `speed` (or the scenario's
+/// top-level `duration`, which cuts it), arrivals from the trace. A trace sets the arrivals,
+/// so `[[phase]]` tables are refused.
+pub(super) fn trace_phases(
+    raw: &[RawPhase],
+    total: Option<Duration>,
+    trace: &TraceSpec,
+) -> Result<Vec<Phase>, Problem> {
+    if !raw.is_empty() {
+        return Err(Problem::new(
+            "phase",
+            "a trace workload sets the arrivals: leave out [[phase]] (workload.start, duration and speed choose the window)",
+        ));
+    }
+    let replay = trace.replay_duration();
+    Ok(vec![Phase {
+        duration: total.map_or(replay, |t| t.min(replay)),
+        arrival: Arrival::Trace {
+            rate: trace.rate_per_second(),
+        },
+    }])
 }
 
 fn dist(path: &str, raw: &RawDist) -> Result<TokenDist, Problem> {

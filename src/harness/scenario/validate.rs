@@ -8,7 +8,7 @@ use super::error::{parse_located, Locator, Problem, ScenarioError};
 use super::fields::{check_name, not_used};
 use super::limiters::{limiters, retry, thresholds, warnings};
 use super::raw::{RawProvider, RawQuota, RawScenario};
-use super::traffic::{phases, workload};
+use super::traffic::{batch_phases, phases, trace_phases, workload};
 use super::{LatencySpec, ProviderKind, ProviderSpec, Quota, Scenario, Target};
 use crate::provider::config::AZURE_DEFAULT_API_VERSION;
 
@@ -29,8 +29,16 @@ fn build(
 ) -> Result<Scenario, Problem> {
     let name = check_name("name", &raw.name)?;
     let provider = provider(&raw.provider)?;
-    let phases = phases(&raw.phases, raw.duration)?;
-    let workload = workload(&raw.workload, &provider)?;
+    // A trace's relative path is read from the scenario's directory.
+    let base = std::path::Path::new(origin)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let workload = workload(&raw.workload, &provider, base)?;
+    let phases = match (&workload.trace, &workload.requests) {
+        (Some(t), _) => trace_phases(&raw.phases, raw.duration, t)?,
+        (None, Some(file)) => batch_phases(&raw.phases, file)?,
+        (None, None) => phases(&raw.phases, raw.duration)?,
+    };
     let retry = retry(&raw.retry, loc)?;
     let limiters = limiters(&raw.limiters, &retry)?;
     let thresholds = thresholds(&raw.thresholds, &provider)?;

@@ -30,6 +30,7 @@ struct Chat<'a> {
     seed: Option<i64>,
     #[serde(borrow)]
     user: Option<Cow<'a, str>>,
+    mock_output_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +67,7 @@ pub fn parse(bytes: &[u8], model_required: bool) -> Option<ParsedRequest> {
     if !in_range(c.max_tokens, u64::from(u32::MAX))
         || !in_range(c.max_completion_tokens, u64::from(u32::MAX))
         || !in_range(c.n, 128)
+        || !in_range(c.mock_output_tokens, u64::from(u32::MAX))
         || c.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t))
     {
         return None;
@@ -109,6 +111,7 @@ pub fn parse(bytes: &[u8], model_required: bool) -> Option<ParsedRequest> {
         temperature: c.temperature,
         seed: c.seed,
         user: c.user.map(Cow::into_owned),
+        mock_output_tokens: c.mock_output_tokens.map(to_u32),
     };
     Some(ParsedRequest {
         model: c.model.map(Cow::into_owned),

@@ -89,7 +89,10 @@ pub(super) fn sampling(obj: &Map<String, Value>) -> Result<SamplingParams, ApiEr
         Some(Value::String(s)) => Some(s.clone()),
         Some(v) => return Err(wrong_type("user", "a string", v)),
     };
+    let mock_output_tokens = int_at_least(obj, "mock_output_tokens", 1, u64::from(u32::MAX))?
+        .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
     Ok(SamplingParams {
+        mock_output_tokens,
         max_tokens: max_tokens.map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
         n: u32::try_from(n).unwrap_or(1),
         stop,

@@ -21,6 +21,10 @@ pub struct SamplingParams {
     pub seed: Option<i64>,
     /// `user` (accepted, echoed nowhere).
     pub user: Option<String>,
+    /// `mock_output_tokens`, a mock-only extension: generate exactly this many tokens
+    /// (still capped by `max_tokens`) instead of drawing the length — how a trace replay
+    /// makes each response as long as the recorded one. Real providers reject the field.
+    pub mock_output_tokens: Option<u32>,
 }
 
 /// One chat message's text.
