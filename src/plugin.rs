@@ -1,7 +1,8 @@
 //! Connector plugins (hub specification §ConnectorPlugin): a registry of provider factories
 //! by type name, each building an [`LLMProvider`] from a string map (a TOML table, a
 //! config file section), so a new provider is added by registering a plugin — no hub code
-//! changes. OpenAI and Azure are registered as [`OpenAiPlugin`] and [`AzurePlugin`].
+//! changes. OpenAI, Azure and Anthropic are registered as [`OpenAiPlugin`], [`AzurePlugin`] and
+//! [`AnthropicPlugin`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,7 +10,8 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::provider::{
-    AzureConfig, AzureConnector, ConfigError, LLMProvider, OpenAIConnector, OpenAiConfig,
+    AnthropicConfig, AnthropicConnector, AzureConfig, AzureConnector, ConfigError, LLMProvider,
+    OpenAIConnector, OpenAiConfig,
 };
 
 /// A plugin could not build a provider.
@@ -123,6 +125,38 @@ impl ConnectorPlugin for AzurePlugin {
     }
 }
 
+/// The Anthropic Messages API. Keys: `api_key` (required), `base_url`, `version`, `beta`,
+/// `timeout_secs`, `max_retries`, `provider_id` (or the `ANTHROPIC_*` variable names
+/// `AnthropicConfig::from_lookup` documents).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnthropicPlugin;
+
+impl ConnectorPlugin for AnthropicPlugin {
+    fn name(&self) -> &str {
+        "anthropic"
+    }
+
+    fn create(
+        &self,
+        config: &HashMap<String, String>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<dyn LLMProvider>, ConfigError> {
+        const ALIASES: &[(&str, &str)] = &[
+            ("ANTHROPIC_API_KEY", "api_key"),
+            ("ANTHROPIC_BASE_URL", "base_url"),
+            ("ANTHROPIC_VERSION", "version"),
+            ("ANTHROPIC_BETA", "beta"),
+            ("ANTHROPIC_TIMEOUT_SECS", "timeout_secs"),
+            ("ANTHROPIC_MAX_RETRIES", "max_retries"),
+        ];
+        let mut c = AnthropicConfig::from_lookup(lookup(config, ALIASES))?;
+        if let Some(id) = config.get("provider_id") {
+            c.provider_id = id.clone();
+        }
+        Ok(Arc::new(AnthropicConnector::new(c, clock)?))
+    }
+}
+
 /// Plugins by type name.
 #[derive(Debug, Clone, Default)]
 pub struct PluginRegistry {
@@ -135,11 +169,12 @@ impl PluginRegistry {
         Self::default()
     }
 
-    /// A registry with the built-in plugins: `openai` and `azure`.
+    /// A registry with the built-in plugins: `openai`, `azure` and `anthropic`.
     pub fn with_builtins() -> Self {
         let mut r = Self::new();
         r.register(Arc::new(OpenAiPlugin));
         r.register(Arc::new(AzurePlugin));
+        r.register(Arc::new(AnthropicPlugin));
         r
     }
 
@@ -189,7 +224,7 @@ mod tests {
     #[test]
     fn builtins_build_openai_and_azure_from_config_maps() {
         let r = PluginRegistry::with_builtins();
-        assert_eq!(r.names(), ["azure", "openai"]);
+        assert_eq!(r.names(), ["anthropic", "azure", "openai"]);
         let clock = Arc::new(ManualClock::new(0));
         let o = r
             .create(
@@ -217,6 +252,19 @@ mod tests {
         assert_eq!(a.provider_id(), "azure");
         assert!(matches!(
             r.create("azure", &map(&[("api_key", "k")]), clock.clone()),
+            Err(PluginError::Config { .. })
+        ));
+        let c = r
+            .create(
+                "anthropic",
+                &map(&[("api_key", "k"), ("base_url", "http://127.0.0.1:1")]),
+                clock.clone(),
+            )
+            .expect("valid");
+        assert_eq!(c.provider_id(), "anthropic");
+        assert_eq!(c.admission_rule(), crate::provider::anthropic::ADMISSION);
+        assert!(matches!(
+            r.create("anthropic", &map(&[]), clock.clone()),
             Err(PluginError::Config { .. })
         ));
         assert_eq!(
