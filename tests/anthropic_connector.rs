@@ -372,3 +372,47 @@ async fn metadata_health_and_the_plugin_registry() {
     mock.shutdown().await;
     strict.shutdown().await;
 }
+
+/// `kind = "anthropic"` in a Hub config: the plugin builds the connector, requests go
+/// through the rate-limit middleware with input and output dimensions, and the server's
+/// `anthropic-ratelimit-output-tokens-remaining` lowers the limiter's output view.
+#[tokio::test]
+async fn a_hub_with_an_anthropic_provider_syncs_the_output_bucket_from_headers() {
+    let mock = start(one_model(AnthropicModelConfig::with_limits(
+        HAIKU, 100, 50_000, 1_000,
+    )))
+    .await;
+    let toml = format!(
+        "middleware = [\"rate_limit\", \"retry\"]\n\
+         [[provider]]\nid = \"claude\"\nkind = \"anthropic\"\n\
+         config = {{ api_key = \"k\", base_url = \"{}\", timeout_secs = 10 }}\n\
+         [[limits.key]]\nprovider = \"claude\"\n\
+         limit = {{ limits = {{ rpm = 100, itpm = 50000, otpm = 8000 }} }}\n",
+        mock.base_url()
+    );
+    let hub = connector_hub::hub::Hub::from_toml_str(&toml).expect("valid config");
+    let r = hub.complete(request(HAIKU, 100)).await.expect("completes");
+    assert!(r.usage.output_tokens > 0);
+    let key = connector_hub::limiter::LimitKey::new("claude", HAIKU);
+    let used = hub.limiter().usage_stats(&key).await.expect("stats");
+    // The server had reserved max_tokens (100) of its 1 000 output tokens when it sent
+    // the headers; the local view (8 000) is lowered to that.
+    assert!(
+        used.output_tokens_remaining().is_some_and(|r| r <= 900),
+        "{used:?}"
+    );
+    assert_eq!(used.requests_remaining(), Some(99));
+    let chunks: Vec<StreamChunk> = hub
+        .stream(request(HAIKU, 20))
+        .await
+        .expect("stream opens")
+        .map(|c| c.expect("no stream error"))
+        .collect()
+        .await;
+    assert!(chunks.last().and_then(|c| c.usage).is_some());
+    let mut no_max = request(HAIKU, 1);
+    no_max.max_tokens = None;
+    let e = hub.complete(no_max).await.unwrap_err();
+    assert!(e.to_string().contains("max_tokens is required"), "{e}");
+    mock.shutdown().await;
+}

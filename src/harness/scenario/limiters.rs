@@ -273,6 +273,8 @@ pub(super) fn warnings(
             let (limit, quota, unit) = match d.kind {
                 RateLimitType::RequestsPerMinute => (d.amount, q.rpm, "RPM"),
                 RateLimitType::TokensPerMinute => (d.amount, q.tpm, "TPM"),
+                RateLimitType::InputTokensPerMinute => (d.amount, q.itpm, "ITPM"),
+                RateLimitType::OutputTokensPerMinute => (d.amount, q.otpm, "OTPM"),
                 _ => continue,
             };
             if let Some(quota) = quota.filter(|&quota| limit > quota) {
@@ -283,7 +285,10 @@ pub(super) fn warnings(
             }
         }
         let counts_tokens = dims.iter().any(|d| d.kind.unit().is_tokens());
-        if counts_tokens && cfg.accounting == TokenAccounting::Actual {
+        // The Anthropic mock reconciles to actual usage itself (exact input, unused
+        // max_tokens refunded), so only the OpenAI-dialect quotas warrant this warning.
+        let mock_keeps_estimate = provider.kind != super::ProviderKind::Anthropic;
+        if counts_tokens && mock_keeps_estimate && cfg.accounting == TokenAccounting::Actual {
             out.push(format!(
                 "limiter {}: accounting = \"actual\" refunds the unused estimate, but the mock charges the estimate (prompt characters / 4 + max_tokens) and refunds nothing: only the server's remaining-tokens headers keep this limiter from over-admitting",
                 l.name
