@@ -212,3 +212,112 @@ fn anthropic_meta(
         should_retry: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use mock_providers::provider::anthropic::headers as mock;
+    use mock_providers::provider::anthropic::Bucket;
+
+    use super::*;
+    use crate::provider::anthropic::headers::parse_at;
+
+    /// The simulator's Anthropic view equals what the connector reads from the mock's own
+    /// headers for the same snapshot (at whole seconds, where RFC 3339 loses nothing).
+    #[test]
+    fn anthropic_meta_is_what_the_connector_reads_from_the_mocks_headers() {
+        let switches = mock::Switches {
+            rate_limit: true,
+            retry_after: true,
+            request_id: true,
+            round_token_remaining: false,
+        };
+        let epoch_unix = 1_750_000_000u64;
+        for (i, now_s) in [0u64, 7, 59, 3_600].into_iter().enumerate() {
+            let now = now_s * 1_000_000_000;
+            let bucket = |limit: u64, used: u64, reset_ms: u64| Bucket {
+                limit,
+                remaining: limit - used,
+                reset: Duration::from_millis(reset_ms),
+            };
+            let q = AnthropicSnapshot {
+                requests: bucket(50, i as u64, 1_200 * i as u64 + 1),
+                input: bucket(30_000, 1_000 * i as u64, 999),
+                output: bucket(8_000, 500 + i as u64, 4_001),
+            };
+            let wall_now = UNIX_EPOCH + Duration::from_secs(epoch_unix + now_s);
+            for (status, retry) in [(200u16, None), (429, Some(Duration::from_millis(2_500)))] {
+                let mut h = http::HeaderMap::new();
+                mock::rate_limit(switches, &q, epoch_unix, now, &mut h);
+                if let Some(w) = retry {
+                    mock::retry_after(switches, w, &mut h);
+                }
+                let read = parse_at(Some(status), &h, wall_now);
+                let retry_read =
+                    retry.map(|w| Duration::from_secs(w.as_nanos().div_ceil(1_000_000_000) as u64));
+                assert_eq!(
+                    anthropic_meta(&q, status, retry_read),
+                    read,
+                    "{status} {q:?}"
+                );
+            }
+        }
+    }
+
+    /// Admission charges the mock's exact input and `max_tokens`; the end refunds the
+    /// unused output; a request over OTPM is refused with a whole-second retry-after.
+    #[test]
+    fn the_anthropic_server_reserves_max_tokens_and_refunds_at_the_end() {
+        let mut server = Anthropic {
+            quota: AnthropicQuota::new(AnthropicLimits {
+                rpm: 100,
+                itpm: 10_000,
+                otpm: 1_000,
+                rpm_interval: None,
+                otpm_rule: Default::default(),
+            }),
+        };
+        let sent = Sent {
+            content_tokens: 96,
+            prompt_chars: 384,
+            max_tokens: 600,
+        };
+        let Answer::Admitted {
+            prompt_tokens,
+            meta,
+        } = server.admit(0, &sent)
+        else {
+            panic!("fits")
+        };
+        assert_eq!(prompt_tokens, 100);
+        assert_eq!(meta.remaining_input_tokens, Some(9_900));
+        assert_eq!(meta.remaining_output_tokens, Some(400));
+        let Answer::Throttled {
+            retry_after,
+            too_large,
+            meta,
+        } = server.admit(0, &sent)
+        else {
+            panic!("600 more output tokens do not fit")
+        };
+        assert!(!too_large);
+        // 200 tokens at 1 000 per minute: 12 s.
+        assert_eq!(retry_after, Some(Duration::from_secs(12)));
+        assert_eq!(meta.status, Some(429));
+        server.complete(0, &sent, 100);
+        assert!(matches!(server.admit(0, &sent), Answer::Admitted { .. }));
+        let huge = Sent {
+            max_tokens: 1_001,
+            ..sent
+        };
+        assert!(matches!(
+            server.admit(0, &huge),
+            Answer::Throttled {
+                too_large: true,
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+}
