@@ -56,6 +56,13 @@ fn the_scenario_parses_with_its_input_and_output_quota() {
         s.limit_key().to_string(),
         "anthropic/claude-sonnet-4-5-20250929"
     );
+    // `hub check` names the limiter that counts only total tokens, and only it.
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(
+        s.warnings[0].contains("total-tpm") && s.warnings[0].contains("output tokens"),
+        "{:?}",
+        s.warnings
+    );
     let plan = s.plan();
     assert!(plan.contains("200000 ITPM, 4000 OTPM"), "{plan}");
     assert!(plan.contains("3600 OTPM"), "{plan}");

@@ -284,6 +284,24 @@ pub(super) fn warnings(
                 ));
             }
         }
+        for (quota, unit, name) in [
+            (q.itpm, Unit::InputTokens, "input"),
+            (q.otpm, Unit::OutputTokens, "output"),
+        ] {
+            let Some(quota) = quota else { continue };
+            // A per-minute limit on this part, or on all tokens at most this part's quota.
+            let covered = dims.iter().any(|d| match d.kind {
+                RateLimitType::TokensPerMinute => d.amount <= quota,
+                k if k.unit() == unit => true,
+                _ => false,
+            });
+            if !covered {
+                out.push(format!(
+                    "limiter {}: nothing limits {name} tokens, but the quota allows {quota} {name} tokens per minute: expect 429s on {name} tokens",
+                    l.name
+                ));
+            }
+        }
         let counts_tokens = dims.iter().any(|d| d.kind.unit().is_tokens());
         // The Anthropic mock reconciles to actual usage itself (exact input, unused
         // max_tokens refunded), so only the OpenAI-dialect quotas warrant this warning.
