@@ -363,7 +363,8 @@ impl LLMProvider for AnthropicConnector {
 type Body = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
 struct StreamState {
-    body: Body,
+    /// `None` once handed to the drain task after `message_stop`.
+    body: Option<Body>,
     idle: Duration,
     parser: SseParser,
     decoder: EventDecoder,
@@ -381,7 +382,7 @@ where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static,
 {
     let state = StreamState {
-        body: Box::pin(body),
+        body: Some(Box::pin(body)),
         idle,
         parser: SseParser::new(),
         decoder: EventDecoder::new(),
@@ -408,10 +409,19 @@ async fn next_chunk(
             return end.map(|e| (Err(e), st));
         }
         if st.decoder.is_done() {
+            // Whatever follows `message_stop` is read and discarded off the caller's path,
+            // so the connection can go back to the pool.
+            if let Some(body) = st.body.take() {
+                tokio::spawn(drain(body, st.idle.min(DRAIN_LIMIT)));
+            }
             st.end = Some(None);
             continue;
         }
-        let next = tokio::time::timeout(st.idle, st.body.next()).await;
+        let Some(body) = st.body.as_mut() else {
+            st.end = Some(None);
+            continue;
+        };
+        let next = tokio::time::timeout(st.idle, body.next()).await;
         st.end = match next {
             Err(_) => Some(Some(ConnectorError::Timeout {
                 message: format!("no stream data for {:?}", st.idle),
@@ -439,5 +449,70 @@ async fn next_chunk(
                 failed
             }
         };
+    }
+}
+
+/// Longest time spent draining a body after `message_stop` (a compliant server ends it at
+/// once).
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Reads what follows `message_stop` until the body ends, errs or `limit` passes.
+async fn drain(mut body: Body, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENTS: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":5,\"cache_creation_input_tokens\":2,\"cache_read_input_tokens\":9,\"output_tokens\":1}}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"héllo\"}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\"},\"usage\":{\"output_tokens\":3}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    /// Any split of the bytes, and a body left open after `message_stop`, give the same
+    /// chunks and a clean end (the open body is drained off the caller's path).
+    #[tokio::test(start_paused = true)]
+    async fn any_split_decodes_the_same_and_an_open_body_ends_cleanly() {
+        let bytes = EVENTS.as_bytes();
+        for step in [1usize, 2, 7, 64, bytes.len()] {
+            let pieces: Vec<Result<Bytes, reqwest::Error>> = bytes
+                .chunks(step)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let body = futures::stream::iter(pieces).chain(futures::stream::pending());
+            let chunks: Vec<_> = event_stream(body, Duration::from_secs(30))
+                .collect::<Vec<_>>()
+                .await;
+            let chunks: Vec<StreamChunk> =
+                chunks.into_iter().map(|c| c.expect("no error")).collect();
+            assert_eq!(chunks.len(), 3, "step {step}: {chunks:?}");
+            assert_eq!(chunks[0].delta, "héllo");
+            assert_eq!(
+                chunks[1].finish_reason,
+                Some(crate::provider::FinishReason::Length)
+            );
+            let usage = chunks[2].usage.expect("usage last");
+            assert_eq!((usage.input_tokens, usage.output_tokens), (7, 3));
+        }
+    }
+
+    /// A body that stops sending is a timeout after the idle limit, not a hang.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_a_timeout() {
+        let start: Vec<Result<Bytes, reqwest::Error>> =
+            vec![Ok(Bytes::from_static(&EVENTS.as_bytes()[..40]))];
+        let body = futures::stream::iter(start).chain(futures::stream::pending());
+        let items: Vec<_> = event_stream(body, Duration::from_secs(2)).collect().await;
+        assert!(
+            matches!(items.as_slice(), [Err(ConnectorError::Timeout { .. })]),
+            "{items:?}"
+        );
     }
 }
