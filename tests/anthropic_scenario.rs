@@ -156,8 +156,8 @@ fn simulated_otpm_binds_and_only_the_total_token_limiter_is_throttled() {
     );
 }
 
-/// Live over real HTTP against the embedded Anthropic mock, shortened to 10 s: every
-/// request gets a row, nothing errors, and the input/output limiter sees no 429.
+/// Live over real HTTP against the embedded Anthropic mock, shortened to 10 s: nothing
+/// errors, the input/output limiter sees no 429, and the simulation of the same run agrees.
 #[test]
 fn the_scenario_runs_live_against_the_anthropic_mock() {
     let dir = scratch("live");
@@ -186,4 +186,29 @@ fn the_scenario_runs_live_against_the_anthropic_mock() {
         assert!(l["completed"].as_u64().unwrap_or(0) > 0, "{l}");
     }
     assert_eq!(limiter(&s, "itpm-otpm")["throttled"], 0);
+
+    // The simulator, on the same shortened scenario, runs the mock's Anthropic engine and
+    // its draws: the counts agree with the live run up to jitter at the edges.
+    let sim = dir.join("sim");
+    hub(&[
+        "simulate",
+        path.to_str().unwrap(),
+        "--duration",
+        "10s",
+        "--drain",
+        "5s",
+        "--out",
+        sim.to_str().unwrap(),
+    ]);
+    let simulated = summary(&sim);
+    for name in ["total-tpm", "itpm-otpm", "none"] {
+        let (l, v) = (limiter(&s, name), limiter(&simulated, name));
+        for field in ["completed", "throttled"] {
+            let (a, b) = (l[field].as_i64().unwrap(), v[field].as_i64().unwrap());
+            assert!(
+                (a - b).abs() <= 2,
+                "{name} {field}: live {a}, simulated {b}"
+            );
+        }
+    }
 }
