@@ -277,8 +277,8 @@ fn wrong_types_and_bad_values_name_line_and_field() {
         "limiter[0].strategy",
     );
     assert!(e.contains("token_bukket") && e.contains("gcra"), "{e}");
-    let e = error_at(&with_line(4, r#"kind = "anthropic""#), 4, "provider.kind");
-    assert!(e.contains("anthropic"), "{e}");
+    let e = error_at(&with_line(4, r#"kind = "bedrock""#), 4, "provider.kind");
+    assert!(e.contains("bedrock"), "{e}");
 }
 
 #[test]

@@ -116,26 +116,46 @@ impl QuotaDimension {
     }
 }
 
-/// The shortest time, s, in which the quota can admit `charged` = (requests, tokens): the
+/// Units the server charged over a run, in each unit a quota dimension can count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Charged {
+    /// Admitted attempts.
+    pub requests: u64,
+    /// Tokens by the OpenAI/Azure rule: ⌈prompt characters / 4⌉ + `max_tokens` per
+    /// admitted attempt.
+    pub tokens: u64,
+    /// Input tokens the completed requests reported (Anthropic's ITPM).
+    pub input_tokens: u64,
+    /// Output tokens the completed requests reported (Anthropic's OTPM, net of the
+    /// reservation's refund).
+    pub output_tokens: u64,
+}
+
+impl Charged {
+    /// What a dimension named `dimension` counts.
+    pub fn of(&self, dimension: &str) -> u64 {
+        match dimension {
+            "requests" => self.requests,
+            "input_tokens" => self.input_tokens,
+            "output_tokens" => self.output_tokens,
+            _ => self.tokens,
+        }
+    }
+}
+
+/// The shortest time, s, in which the quota can admit `charged`: the
 /// slowest dimension's [`QuotaDimension::min_time_s`] — a batch's physical limit.
-pub fn min_batch_time_s(quota: &[QuotaDimension], charged: (u64, u64)) -> f64 {
+pub fn min_batch_time_s(quota: &[QuotaDimension], charged: Charged) -> f64 {
     quota
         .iter()
-        .map(|q| {
-            let units = if q.dimension == "requests" {
-                charged.0
-            } else {
-                charged.1
-            };
-            q.min_time_s(units)
-        })
+        .map(|q| q.min_time_s(charged.of(q.dimension)))
         .fold(0.0, f64::max)
 }
 
 /// One dimension's use over a run, as the summary reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DimensionUse {
-    /// `"requests"` or `"tokens"`.
+    /// `"requests"`, `"tokens"`, `"input_tokens"` or `"output_tokens"`.
     pub dimension: String,
     /// Units the server charged: admitted attempts (requests), or their admission estimates
     /// by the provider's rule, ⌈prompt characters / 4⌉ + `max_tokens` (tokens).
@@ -203,25 +223,46 @@ pub fn quota_dimensions(s: &Scenario, epoch_at_start: bool) -> Vec<QuotaDimensio
                 },
             ]
         }
+        // Three continuously refilled buckets; input and output are charged what the
+        // responses report (output net of the `max_tokens` reservation's refund).
+        ProviderKind::Anthropic => {
+            let Some(m) = mock.anthropic.models.first() else {
+                return Vec::new();
+            };
+            let refill = Refill::Continuous { period: MINUTE };
+            vec![
+                QuotaDimension {
+                    dimension: "requests",
+                    limit: m.rpm,
+                    refill,
+                },
+                QuotaDimension {
+                    dimension: "input_tokens",
+                    limit: m.itpm,
+                    refill,
+                },
+                QuotaDimension {
+                    dimension: "output_tokens",
+                    limit: m.otpm,
+                    refill,
+                },
+            ]
+        }
     }
 }
 
-/// Each dimension's use: `charged` holds (requests, tokens) the server charged over
-/// `[start, end]` (ns on the run's clock).
+/// Each dimension's use: `charged` holds what the server charged over `[start, end]` (ns
+/// on the run's clock).
 pub fn dimension_use(
     quota: &[QuotaDimension],
-    charged: (u64, u64),
+    charged: Charged,
     start: Nanos,
     end: Nanos,
 ) -> Vec<DimensionUse> {
     quota
         .iter()
         .map(|q| {
-            let used = if q.dimension == "requests" {
-                charged.0
-            } else {
-                charged.1
-            };
+            let used = charged.of(q.dimension);
             let capacity = q.capacity(start, end);
             let utilisation = if capacity == 0 {
                 0.0
@@ -253,6 +294,14 @@ pub fn binding(uses: &[DimensionUse]) -> Option<&DimensionUse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rt(requests: u64, tokens: u64) -> Charged {
+        Charged {
+            requests,
+            tokens,
+            ..Charged::default()
+        }
+    }
 
     const S: Nanos = 1_000_000_000;
 
@@ -328,8 +377,8 @@ mod tests {
         // at 40 000 TPM: 40 000 at once, 170 000 more at 666.7/s = 255 s.
         let q = [per_minute("requests", 120), per_minute("tokens", 40_000)];
         assert!((q[0].min_time_s(400) - 140.0).abs() < 1e-9);
-        assert!((min_batch_time_s(&q, (400, 210_000)) - 255.0).abs() < 1e-9);
-        assert_eq!(min_batch_time_s(&q, (100, 30_000)), 0.0, "within the burst");
+        assert!((min_batch_time_s(&q, rt(400, 210_000)) - 255.0).abs() < 1e-9);
+        assert_eq!(min_batch_time_s(&q, rt(100, 30_000)), 0.0, "within the burst");
         let fixed = QuotaDimension {
             dimension: "tokens",
             limit: 1_000,
@@ -359,7 +408,12 @@ mod tests {
                 refill: Refill::Continuous { period: MINUTE },
             },
         ];
-        let uses = dimension_use(&quota, (70, 3_500), 0, 10 * S);
+        let charged = Charged {
+            requests: 70,
+            tokens: 3_500,
+            ..Charged::default()
+        };
+        let uses = dimension_use(&quota, charged, 0, 10 * S);
         assert_eq!(uses[0].capacity, 70);
         assert_eq!(uses[0].utilisation, 1.0);
         assert_eq!(uses[1].capacity, 7_000);

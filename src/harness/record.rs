@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 
 use crate::clock::Nanos;
 
-use super::capacity::{binding, dimension_use, QuotaDimension};
+use super::capacity::{binding, dimension_use, Charged, QuotaDimension};
 use super::summary::{LimiterSummary, Percentiles, DISTRIBUTION_PERCENTILES};
 
 /// How a request ended.
@@ -173,8 +173,8 @@ pub struct RunAggregate {
     sent: u64,
     late_starts: u64,
     tokens_used: u64,
-    /// Requests and tokens the server charged (admitted attempts).
-    charged: (u64, u64),
+    /// What the server charged (admitted attempts; reported input and output tokens).
+    charged: Charged,
     /// First intended start and last end seen, ns.
     first_start: Option<Nanos>,
     last_end: Nanos,
@@ -246,7 +246,7 @@ impl RunAggregate {
             sent: 0,
             late_starts: 0,
             tokens_used: 0,
-            charged: (0, 0),
+            charged: Charged::default(),
             first_start: None,
             last_end: 0,
         }
@@ -274,8 +274,12 @@ impl RunAggregate {
         );
         self.last_end = self.last_end.max(r.end);
         let admitted = r.charged_attempts();
-        self.charged.0 += admitted;
-        self.charged.1 += admitted * r.server_tokens;
+        self.charged.requests += admitted;
+        self.charged.tokens += admitted * r.server_tokens;
+        if r.outcome == Outcome::Ok {
+            self.charged.input_tokens += r.prompt_tokens.unwrap_or(0);
+            self.charged.output_tokens += r.completion_tokens.unwrap_or(0);
+        }
         self.second(r.intended_start).offered += 1;
         if let Some(first) = r.attempts.first() {
             self.sent += 1;
@@ -352,8 +356,8 @@ impl RunAggregate {
         &self.seconds
     }
 
-    /// Requests and tokens the server charged (admitted attempts).
-    pub fn charged(&self) -> (u64, u64) {
+    /// What the server charged (admitted attempts; reported input and output tokens).
+    pub fn charged(&self) -> Charged {
         self.charged
     }
 
@@ -571,7 +575,7 @@ mod tests {
         );
         assert_eq!(s.throttled, 2, "saw a 429: the ok one and the failed one");
         assert_eq!(
-            agg.charged,
+            (agg.charged.requests, agg.charged.tokens),
             (1, 90),
             "only the one answered non-429 attempt"
         );

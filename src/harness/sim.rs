@@ -22,10 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mock_providers::generation::{latency_rng, output_rng, LatencyModel, OutputTokens};
-use mock_providers::quota::{
-    AzureLimits, AzureQuota, Decision, OpenAiLimits, OpenAiQuota, QuotaEngine, QuotaSnapshot,
-    Replenish,
-};
+use mock_providers::quota::QuotaSnapshot;
 
 use crate::clock::{nanos, Clock, ManualClock, Nanos};
 use crate::lifecycle::{
@@ -43,12 +40,16 @@ use super::capacity::quota_dimensions;
 use super::record::{Attempt, Outcome, RequestRecord, RunAggregate};
 use super::report::{ReportError, ReportWriter};
 use super::runner::{evaluate, provider_summary, quota_summary, with_batch_efficiency, RunError};
-use super::scenario::{ProviderKind, Scenario};
+use super::scenario::Scenario;
 use super::schedule::{open_loop_requests, Scheduled};
 use super::summary::{self, Summary};
 use super::target::mock_config;
 use super::trace::TraceRequest;
 use super::workload::{prompt_chars, RequestShape};
+
+mod server;
+
+use server::{Answer, Sent, SimServer};
 
 /// How `hub simulate` runs.
 #[derive(Debug, Clone)]
@@ -274,8 +275,7 @@ struct Sim<'a> {
     key: LimitKey,
     retry: RetryPolicy,
     rule: AdmissionRule,
-    server: Box<dyn QuotaEngine>,
-    azure: bool,
+    server: Box<dyn SimServer>,
     latency: LatencyModel,
     mean_per_token: Duration,
     /// The mock's output-length distribution and seed: the server's draws are reproduced
@@ -310,29 +310,8 @@ impl<'a> Sim<'a> {
             .as_ref()
             .and_then(|l| l.config().config_for(&key).and_then(|c| c.max_wait))
             .map(nanos);
-        let quota_rpm = s.provider.quota.as_ref().and_then(|q| q.rpm);
         let mock = mock_config(s);
-        let (server, azure): (Box<dyn QuotaEngine>, bool) = match s.provider.kind {
-            ProviderKind::Openai => {
-                let m = &mock.models[0];
-                (
-                    Box::new(OpenAiQuota::new(OpenAiLimits {
-                        rpm: m.rpm,
-                        tpm: m.tpm,
-                        replenish: Replenish::Continuous,
-                    })),
-                    false,
-                )
-            }
-            ProviderKind::Azure => {
-                let d = &mock.deployments[0];
-                let mut limits = AzureLimits::from_tpm(d.tpm, d.rpm_window);
-                if let Some(rpm) = quota_rpm {
-                    limits.rpm = rpm;
-                }
-                (Box::new(AzureQuota::new(limits)), true)
-            }
-        };
+        let server = server::for_scenario(s, &mock);
         let l = &mock.latency;
         let mean_per_token = if l.zero {
             Duration::ZERO
@@ -357,7 +336,6 @@ impl<'a> Sim<'a> {
             .policy(),
             rule: s.provider.kind.admission_rule(),
             server,
-            azure,
             latency: LatencyModel::new(&mock.latency),
             mean_per_token,
             output: mock.output_tokens,
@@ -665,12 +643,11 @@ impl<'a> Sim<'a> {
         let number = self.served;
         self.served += 1;
         let r = self.requests.get_mut(id)?;
-        let chars = r.prompt_chars;
-        match self
-            .server
-            .try_admit(t, chars.div_ceil(4) + r.shape.max_tokens)
-        {
-            Decision::Admitted(a) => {
+        match self.server.admit(t, &sent_of(r)) {
+            Answer::Admitted {
+                prompt_tokens,
+                meta,
+            } => {
                 let natural = match r.exact_output {
                     Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
                     None => self.output.sample(&mut output_rng(self.mock_seed, number)),
@@ -690,14 +667,16 @@ impl<'a> Sim<'a> {
                     status: Some(200),
                 });
                 r.record.first_byte = Some(t + ttft);
-                let prompt = RequestSize::user_message(r.shape.prompt_tokens, chars, None);
-                r.usage = Some((prompt.prompt_tokens, u64::from(out)));
-                r.meta = meta(&a.snapshot, self.azure, 200, None);
+                r.usage = Some((prompt_tokens, u64::from(out)));
+                r.meta = meta;
                 self.push(end, Event::Complete { id });
                 None
             }
-            Decision::Throttled(th) => {
-                let retry_after = th.retry_after.map(ceil_ms);
+            Answer::Throttled {
+                retry_after,
+                too_large,
+                meta,
+            } => {
                 r.record.attempts.push(Attempt {
                     sent: t,
                     end: t,
@@ -706,10 +685,10 @@ impl<'a> Sim<'a> {
                 r.record.end = t;
                 Some(LifeEvent::Failed {
                     error: ErrorInfo {
-                        retryable: !th.too_large(),
+                        retryable: !too_large,
                         ..ErrorInfo::rate_limited(retry_after)
                     },
-                    meta: meta(&th.snapshot, self.azure, 429, retry_after),
+                    meta,
                 })
             }
         }
@@ -725,6 +704,7 @@ impl<'a> Sim<'a> {
             return Ok(());
         };
         let (prompt, completion) = r.usage.unwrap_or((0, 0));
+        self.server.complete(t, &sent_of(r), completion);
         r.record.prompt_tokens = Some(prompt);
         r.record.completion_tokens = Some(completion);
         r.record.end = t;
@@ -777,6 +757,15 @@ impl<'a> Sim<'a> {
     ) -> Result<(), ReportError> {
         self.agg.add(&record);
         writer.request(self.agg.name(), &record)
+    }
+}
+
+/// What request `r`'s attempts send, as the simulated server sees it.
+fn sent_of(r: &InFlight) -> Sent {
+    Sent {
+        content_tokens: r.shape.prompt_tokens,
+        prompt_chars: r.prompt_chars,
+        max_tokens: r.shape.max_tokens,
     }
 }
 

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use mock_providers::config::{DeploymentConfig, ModelConfig};
 use mock_providers::generation::tokenizer::Encoding;
 use mock_providers::generation::{LatencyConfig, OutputTokens};
+use mock_providers::provider::anthropic::AnthropicModelConfig;
 use mock_providers::{MockConfig, MockServer};
 
 use crate::clock::SystemClock;
-use crate::provider::{AzureConfig, AzureConnector, LLMProvider, OpenAIConnector, OpenAiConfig};
+use crate::plugin::{Endpoint, EndpointUrl};
+use crate::provider::LLMProvider;
 
 use super::scenario::{ProviderKind, Scenario, Target, TokenDist};
 use super::workload::lognormal_median_sigma;
@@ -42,12 +44,14 @@ pub struct LiveTarget {
 impl LiveTarget {
     /// Starts the scenario's target: a fresh mock (reset quota) or a connector to the URL.
     pub async fn start(s: &Scenario) -> Result<Self, TargetError> {
-        let (base, key, mock) = match s.provider.target {
+        let plugin = s.provider.kind.plugin();
+        let (url, key, mock) = match s.provider.target {
             Target::Mock => {
                 let handle = MockServer::start(mock_config(s))
                     .await
                     .map_err(|e| TargetError::Mock(e.to_string()))?;
-                (handle.base_url(), "mock-key".to_owned(), Some(handle))
+                let root = EndpointUrl::Root(handle.base_url());
+                (root, "mock-key".to_owned(), Some(handle))
             }
             Target::Url => {
                 let url = s.provider.url.clone().ok_or(TargetError::MissingUrl)?;
@@ -55,40 +59,20 @@ impl LiveTarget {
                     .provider
                     .api_key_env
                     .clone()
-                    .unwrap_or_else(|| match s.provider.kind {
-                        ProviderKind::Openai => "OPENAI_API_KEY".into(),
-                        ProviderKind::Azure => "AZURE_OPENAI_API_KEY".into(),
-                    });
+                    .unwrap_or_else(|| plugin.api_key_env().to_owned());
                 let key = std::env::var(&var).map_err(|_| TargetError::MissingKey(var))?;
-                (url, key, None)
+                (EndpointUrl::Given(url), key, None)
             }
         };
-        let clock = Arc::new(SystemClock::new());
-        let provider: Arc<dyn LLMProvider> = match s.provider.kind {
-            ProviderKind::Openai => {
-                let base = if mock.is_some() {
-                    format!("{base}/v1")
-                } else {
-                    base
-                };
-                let mut cfg = OpenAiConfig::new(key).with_base_url(base);
-                cfg.max_retries = s.retry.max_retries;
-                Arc::new(OpenAIConnector::new(cfg, clock)?)
-            }
-            ProviderKind::Azure => {
-                let deployment = s
-                    .provider
-                    .deployment
-                    .clone()
-                    .unwrap_or_else(|| s.provider.model.clone());
-                let mut cfg = AzureConfig::new(key, base, deployment);
-                cfg.max_retries = s.retry.max_retries;
-                if let Some(v) = &s.provider.api_version {
-                    cfg.api_version = v.clone();
-                }
-                Arc::new(AzureConnector::new(cfg, clock)?)
-            }
+        let endpoint = Endpoint {
+            url,
+            api_key: key,
+            model: s.provider.model.clone(),
+            deployment: s.provider.deployment.clone(),
+            api_version: s.provider.api_version.clone(),
+            max_retries: s.retry.max_retries,
         };
+        let provider = plugin.connect(&endpoint, Arc::new(SystemClock::new()))?;
         Ok(Self { provider, mock })
     }
 
@@ -140,8 +124,8 @@ pub fn output_tokens(d: &TokenDist) -> OutputTokens {
     }
 }
 
-/// The embedded mock's configuration for a scenario: one model (OpenAI) or deployment
-/// (Azure) with the scenario's quota, latency model, output lengths and seed.
+/// The embedded mock's configuration for a scenario: one model (OpenAI, Anthropic) or
+/// deployment (Azure) with the scenario's quota, latency model, output lengths and seed.
 pub fn mock_config(s: &Scenario) -> MockConfig {
     let mut cfg = MockConfig {
         seed: s.seed,
@@ -176,6 +160,18 @@ pub fn mock_config(s: &Scenario) -> MockConfig {
     cfg.deployments = Vec::new();
     match s.provider.kind {
         ProviderKind::Openai => {}
+        ProviderKind::Anthropic => {
+            let base = AnthropicModelConfig::default();
+            let mut m = AnthropicModelConfig::with_limits(
+                &model,
+                rpm.unwrap_or(base.rpm),
+                quota.and_then(|q| q.itpm).unwrap_or(base.itpm),
+                quota.and_then(|q| q.otpm).unwrap_or(base.otpm),
+            );
+            m.encoding = encoding_for(&model);
+            cfg.anthropic.models = vec![m];
+            cfg.anthropic.rpm_interval = window;
+        }
         ProviderKind::Azure => {
             let base = DeploymentConfig::default();
             cfg.deployments = vec![DeploymentConfig {

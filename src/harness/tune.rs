@@ -564,8 +564,7 @@ mod tests {
         let cfg = RateLimitConfig::default();
         let quota = Quota {
             rpm: Some(600),
-            tpm: None,
-            rpm_window: None,
+            ..Quota::default()
         };
         assert_eq!(
             Param::Rpm.default_range(&cfg, Some(quota)),

@@ -297,7 +297,7 @@ impl ProviderConfig for OpenAiConfig {
     }
 }
 
-fn common_map(
+pub(crate) fn common_map(
     provider_id: &str,
     timeout: Duration,
     max_retries: u32,
@@ -317,7 +317,7 @@ fn common_map(
     ])
 }
 
-fn validate_provider_id(id: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_provider_id(id: &str) -> Result<(), ConfigError> {
     if id.is_empty()
         || id
             .chars()
@@ -331,7 +331,7 @@ fn validate_provider_id(id: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_timeout(timeout: Duration) -> Result<(), ConfigError> {
+pub(crate) fn validate_timeout(timeout: Duration) -> Result<(), ConfigError> {
     if timeout.is_zero() {
         return Err(ConfigError::InvalidParameter {
             name: "timeout",
@@ -341,7 +341,7 @@ fn validate_timeout(timeout: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_header_text(name: &'static str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_header_text(name: &'static str, value: &str) -> Result<(), ConfigError> {
     if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         Ok(())
     } else {
@@ -352,7 +352,7 @@ fn validate_header_text(name: &'static str, value: &str) -> Result<(), ConfigErr
     }
 }
 
-fn parse_http_url(raw: &str) -> Result<Url, ConfigError> {
+pub(crate) fn parse_http_url(raw: &str) -> Result<Url, ConfigError> {
     let invalid = |reason: String| ConfigError::InvalidUrl {
         url: raw.to_owned(),
         reason,
@@ -365,7 +365,7 @@ fn parse_http_url(raw: &str) -> Result<Url, ConfigError> {
     }
 }
 
-fn env_timeout(
+pub(crate) fn env_timeout(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
 ) -> Result<Option<Duration>, ConfigError> {
@@ -387,7 +387,7 @@ fn env_timeout(
     Ok(Some(Duration::from_secs_f64(secs)))
 }
 
-fn env_retries(
+pub(crate) fn env_retries(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
 ) -> Result<Option<u32>, ConfigError> {

@@ -1,6 +1,7 @@
-//! Connectors: the hub specification's [`LLMProvider`] contract and its two real
-//! implementations, [`OpenAIConnector`] (OpenAI and any OpenAI-compatible server) and
-//! [`AzureConnector`] (Azure OpenAI deployments).
+//! Connectors: the hub specification's [`LLMProvider`] contract and its real
+//! implementations, [`OpenAIConnector`] (OpenAI and any OpenAI-compatible server),
+//! [`AzureConnector`] (Azure OpenAI deployments) and [`AnthropicConnector`] (the Anthropic
+//! Messages API, all of it in the [`anthropic`] folder).
 //!
 //! This is the only part of the crate that knows provider wire formats. It hands the rest
 //! of the crate neutral values: [`CompletionResponse`] / [`StreamChunk`] with exact
@@ -22,6 +23,7 @@ use reqwest::RequestBuilder;
 use crate::limiter::ResponseMeta;
 
 pub mod admission;
+pub mod anthropic;
 pub mod azure;
 pub mod config;
 pub mod error;
@@ -35,6 +37,7 @@ mod stream;
 pub mod types;
 mod wire;
 
+pub use anthropic::{AnthropicConfig, AnthropicConnector};
 pub use azure::AzureConnector;
 pub use config::{
     ApiKey, AzureAuth, AzureConfig, ConfigError, OpenAiConfig, ProviderConfig, REDACTED,

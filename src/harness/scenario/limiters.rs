@@ -278,6 +278,8 @@ pub(super) fn warnings(
             let (limit, quota, unit) = match d.kind {
                 RateLimitType::RequestsPerMinute => (d.amount, q.rpm, "RPM"),
                 RateLimitType::TokensPerMinute => (d.amount, q.tpm, "TPM"),
+                RateLimitType::InputTokensPerMinute => (d.amount, q.itpm, "ITPM"),
+                RateLimitType::OutputTokensPerMinute => (d.amount, q.otpm, "OTPM"),
                 _ => continue,
             };
             if let Some(quota) = quota.filter(|&quota| limit > quota) {
@@ -287,8 +289,29 @@ pub(super) fn warnings(
                 ));
             }
         }
+        for (quota, unit, name) in [
+            (q.itpm, Unit::InputTokens, "input"),
+            (q.otpm, Unit::OutputTokens, "output"),
+        ] {
+            let Some(quota) = quota else { continue };
+            // A per-minute limit on this part, or on all tokens at most this part's quota.
+            let covered = dims.iter().any(|d| match d.kind {
+                RateLimitType::TokensPerMinute => d.amount <= quota,
+                k if k.unit() == unit => true,
+                _ => false,
+            });
+            if !covered {
+                out.push(format!(
+                    "limiter {}: nothing limits {name} tokens, but the quota allows {quota} {name} tokens per minute: expect 429s on {name} tokens",
+                    l.name
+                ));
+            }
+        }
         let counts_tokens = dims.iter().any(|d| d.kind.unit().is_tokens());
-        if counts_tokens && cfg.accounting == TokenAccounting::Actual {
+        // The Anthropic mock reconciles to actual usage itself (exact input, unused
+        // max_tokens refunded), so only the OpenAI-dialect quotas warrant this warning.
+        let mock_keeps_estimate = provider.kind != super::ProviderKind::Anthropic;
+        if counts_tokens && mock_keeps_estimate && cfg.accounting == TokenAccounting::Actual {
             out.push(format!(
                 "limiter {}: accounting = \"actual\" refunds the unused estimate, but the mock charges the estimate (prompt characters / 4 + max_tokens) and refunds nothing: only the server's remaining-tokens headers keep this limiter from over-admitting",
                 l.name

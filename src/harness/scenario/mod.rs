@@ -29,6 +29,7 @@ use crate::limiter::redis::RedisSettings;
 use crate::limiter::{
     Backend, BackoffConfig, KeyRule, LimitKey, LimiterConfig, RateLimitConfig, Strategy,
 };
+use crate::plugin::ConnectorPlugin;
 use crate::provider::admission::AdmissionRule;
 
 /// Which provider API the scenario speaks.
@@ -39,24 +40,33 @@ pub enum ProviderKind {
     Openai,
     /// Azure OpenAI (per-deployment TPM, RPM enforced over short windows).
     Azure,
+    /// Anthropic (`/v1/messages`, per-model RPM, ITPM and OTPM).
+    Anthropic,
 }
 
 impl ProviderKind {
-    /// The provider id used in limit keys and reports: `"openai"` or `"azure"`.
+    /// The provider id used in limit keys and reports, and the name of its connector
+    /// plugin: `"openai"`, `"azure"` or `"anthropic"`.
     pub fn id(self) -> &'static str {
         match self {
             Self::Openai => "openai",
             Self::Azure => "azure",
+            Self::Anthropic => "anthropic",
         }
     }
 
+    /// The provider's connector plugin: the one place its admission rule, API key
+    /// variable and connector construction are looked up.
+    pub fn plugin(self) -> &'static dyn ConnectorPlugin {
+        // Every kind's id names a built-in plugin (checked by `every_kind_has_a_plugin`);
+        // OpenAI's is the fallback that cannot be reached.
+        crate::plugin::builtin(self.id()).unwrap_or(&crate::plugin::OpenAiPlugin)
+    }
+
     /// How the provider charges a request at admission (the same rule its connector
-    /// reports through `LLMProvider::admission_rule`).
+    /// reports through `LLMProvider::admission_rule`), looked up in its plugin.
     pub fn admission_rule(self) -> AdmissionRule {
-        match self {
-            Self::Openai => AdmissionRule::OPENAI,
-            Self::Azure => AdmissionRule::AZURE,
-        }
+        self.plugin().admission_rule()
     }
 }
 
@@ -83,7 +93,7 @@ impl Target {
 }
 
 /// The emulated server's quota (mock targets only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quota {
     /// Requests per minute. For Azure always set: as written, or derived as 6 per 1000 TPM.
     /// `None` (OpenAI only) leaves the mock's default.
@@ -91,9 +101,15 @@ pub struct Quota {
     /// Tokens per minute, charged at the admission estimate (prompt characters / 4 +
     /// `max_tokens`). Always set for Azure; `None` (OpenAI only) leaves the mock's default.
     pub tpm: Option<u64>,
-    /// Azure only (always set there, default 10 s): the short window RPM is enforced over;
-    /// `rpm × window / 60 s` requests are admitted per window.
+    /// Azure (always set there, default 10 s): the short window RPM is enforced over;
+    /// `rpm × window / 60 s` requests are admitted per window. Anthropic (optional): the
+    /// short interval requests are enforced over (a burst of `rpm × window / 60 s`).
     pub rpm_window: Option<Duration>,
+    /// Anthropic only: input tokens per minute (`None` leaves the mock's default).
+    pub itpm: Option<u64>,
+    /// Anthropic only: output tokens per minute, `max_tokens` reserved at admission
+    /// (`None` leaves the mock's default).
+    pub otpm: Option<u64>,
 }
 
 impl Quota {
@@ -314,4 +330,28 @@ fn duration_from_nanos(n: u128) -> Duration {
     let secs = u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX);
     // The remainder of a division by 10^9 always fits in u32.
     Duration::new(secs, (n % 1_000_000_000) as u32)
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::ProviderKind;
+
+    #[test]
+    fn every_kind_has_a_plugin_of_its_name() {
+        for kind in [
+            ProviderKind::Openai,
+            ProviderKind::Azure,
+            ProviderKind::Anthropic,
+        ] {
+            assert_eq!(kind.plugin().name(), kind.id());
+        }
+        assert_eq!(
+            ProviderKind::Anthropic.admission_rule(),
+            crate::provider::anthropic::ADMISSION
+        );
+        assert_eq!(
+            ProviderKind::Azure.admission_rule(),
+            crate::provider::admission::AdmissionRule::AZURE
+        );
+    }
 }

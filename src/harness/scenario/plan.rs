@@ -62,7 +62,18 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
         match p.quota {
             Some(q) => {
                 let n = |v: Option<u64>| v.map_or("mock default".to_owned(), |v| v.to_string());
-                write!(out, "  quota: {} RPM, {} TPM", n(q.rpm), n(q.tpm))?;
+                match (q.itpm, q.otpm) {
+                    (None, None) => {
+                        write!(out, "  quota: {} RPM, {} TPM", n(q.rpm), n(q.tpm))?;
+                    }
+                    (itpm, otpm) => write!(
+                        out,
+                        "  quota: {} RPM, {} ITPM, {} OTPM",
+                        n(q.rpm),
+                        n(itpm),
+                        n(otpm)
+                    )?,
+                }
                 if let (Some(w), Some(per)) = (q.rpm_window, q.requests_per_window()) {
                     write!(
                         out,
@@ -70,10 +81,12 @@ fn write_plan(out: &mut String, s: &Scenario) -> std::fmt::Result {
                         secs(w)
                     )?;
                 }
-                writeln!(
-                    out,
-                    "; tokens charged at admission: prompt characters / 4 + max_tokens"
-                )?;
+                let charged = if p.kind == super::ProviderKind::Anthropic {
+                    "input tokens counted exactly, max_tokens reserved against OTPM until the answer ends"
+                } else {
+                    "tokens charged at admission: prompt characters / 4 + max_tokens"
+                };
+                writeln!(out, "; {charged}")?;
             }
             None => writeln!(out, "  quota: the mock's defaults")?,
         }

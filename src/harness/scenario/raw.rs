@@ -65,6 +65,10 @@ pub(super) struct RawQuota {
     pub tpm: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub rpm_window: Option<Duration>,
+    #[serde(default)]
+    pub itpm: Option<u64>,
+    #[serde(default)]
+    pub otpm: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

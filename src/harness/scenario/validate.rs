@@ -64,24 +64,24 @@ fn provider(p: &RawProvider) -> Result<ProviderSpec, Problem> {
         return Err(Problem::new(field("model"), "must not be empty"));
     }
     let deployment = match (p.kind, &p.deployment) {
-        (ProviderKind::Openai, Some(_)) => {
-            return Err(Problem::new(
-                field("deployment"),
-                "only for kind = \"azure\"",
-            ))
-        }
-        (ProviderKind::Openai, None) => None,
         (ProviderKind::Azure, Some(d)) if d.trim().is_empty() => {
             return Err(Problem::new(field("deployment"), "must not be empty"))
         }
         (ProviderKind::Azure, Some(d)) => Some(d.clone()),
         (ProviderKind::Azure, None) => Some(p.model.clone()),
+        (_, Some(_)) => {
+            return Err(Problem::new(
+                field("deployment"),
+                "only for kind = \"azure\"",
+            ))
+        }
+        (_, None) => None,
     };
-    if p.kind == ProviderKind::Openai {
+    if p.kind != ProviderKind::Azure {
         not_used(
             field("api_version"),
             p.api_version.is_some(),
-            "by kind = \"openai\" (Azure only)",
+            &format!("by kind = \"{}\" (Azure only)", p.kind.id()),
         )?;
     }
     let mut spec = ProviderSpec {
@@ -121,13 +121,10 @@ fn provider(p: &RawProvider) -> Result<ProviderSpec, Problem> {
                 ));
             }
             spec.url = Some(url.to_owned());
-            let env = p.api_key_env.clone().unwrap_or_else(|| {
-                match p.kind {
-                    ProviderKind::Openai => "OPENAI_API_KEY",
-                    ProviderKind::Azure => "AZURE_OPENAI_API_KEY",
-                }
-                .to_owned()
-            });
+            let env = p
+                .api_key_env
+                .clone()
+                .unwrap_or_else(|| p.kind.plugin().api_key_env().to_owned());
             let env_ok = !env.is_empty()
                 && !env.starts_with(|c: char| c.is_ascii_digit())
                 && env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -170,12 +167,47 @@ fn latency(l: &super::raw::RawLatency) -> Result<LatencySpec, Problem> {
 
 fn quota(kind: ProviderKind, q: &RawQuota) -> Result<Quota, Problem> {
     let field = |f: &str| format!("provider.quota.{f}");
-    for (name, v) in [("rpm", q.rpm), ("tpm", q.tpm)] {
+    for (name, v) in [
+        ("rpm", q.rpm),
+        ("tpm", q.tpm),
+        ("itpm", q.itpm),
+        ("otpm", q.otpm),
+    ] {
         if v == Some(0) {
             return Err(Problem::new(field(name), "must be at least 1"));
         }
     }
+    if kind != ProviderKind::Anthropic {
+        let why = format!(
+            "by kind = \"{}\" (Anthropic's input and output token limits)",
+            kind.id()
+        );
+        not_used(field("itpm"), q.itpm.is_some(), &why)?;
+        not_used(field("otpm"), q.otpm.is_some(), &why)?;
+    }
     match kind {
+        ProviderKind::Anthropic => {
+            not_used(
+                field("tpm"),
+                q.tpm.is_some(),
+                "by kind = \"anthropic\" (it limits itpm and otpm apart)",
+            )?;
+            if let Some(w) = q.rpm_window {
+                if w.is_zero() || w > Duration::from_secs(60) {
+                    return Err(Problem::new(
+                        field("rpm_window"),
+                        format!("{w:?} must be within (0, 60s]"),
+                    ));
+                }
+            }
+            Ok(Quota {
+                rpm: q.rpm,
+                rpm_window: q.rpm_window,
+                itpm: q.itpm,
+                otpm: q.otpm,
+                ..Quota::default()
+            })
+        }
         ProviderKind::Openai => {
             not_used(
                 field("rpm_window"),
@@ -185,7 +217,7 @@ fn quota(kind: ProviderKind, q: &RawQuota) -> Result<Quota, Problem> {
             Ok(Quota {
                 rpm: q.rpm,
                 tpm: q.tpm,
-                rpm_window: None,
+                ..Quota::default()
             })
         }
         ProviderKind::Azure => {
@@ -218,6 +250,7 @@ fn quota(kind: ProviderKind, q: &RawQuota) -> Result<Quota, Problem> {
                 rpm: Some(rpm),
                 tpm: Some(tpm),
                 rpm_window: Some(window),
+                ..Quota::default()
             })
         }
     }
