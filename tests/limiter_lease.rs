@@ -300,3 +300,24 @@ proptest! {
         prop_assert!(v.is_none(), "tokens: {}", v.unwrap());
     }
 }
+
+/// `[redis.leased_capacity]` in a limiter config wraps the Redis limiter in leases (built
+/// lazily: no Redis is reached here); a share out of range is refused naming the field.
+#[test]
+fn leased_capacity_in_the_redis_settings_builds_a_leased_limiter() {
+    let toml = |share: &str| {
+        format!(
+            "backend = \"redis\"\n[redis]\nurl = \"redis://127.0.0.1:1/0\"\n[redis.leased_capacity]\nshare = {share}\nlifetime = \"500ms\"\n[default]\nlimits = {{ rpm = 600 }}"
+        )
+    };
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
+    let config = LimiterConfig::from_toml(&toml("0.1")).unwrap();
+    let limiter = connector_hub::limiter::build_lazy(config, clock.clone()).unwrap();
+    assert!(
+        format!("{limiter:?}").starts_with("LeasedLimiter"),
+        "{limiter:?}"
+    );
+    let config = LimiterConfig::from_toml(&toml("1.5")).unwrap();
+    let e = connector_hub::limiter::build_lazy(config, clock).unwrap_err();
+    assert!(e.to_string().contains("leased_capacity"), "{e}");
+}
