@@ -10,7 +10,8 @@
 -- KEYS[2…]     the side keys, one per 'log' (entries) or 'conc' (leases) dimension, in
 --              dimension order: sorted sets
 -- ARGV[1] op ('admit' | 'record' | 'stats' | 'reset' | 'deny'), ARGV[2] idle TTL in ms
--- (decimal), ARGV[3] the key's plan, ARGV[4] the op's values.
+-- (decimal), ARGV[3] the key's plan, ARGV[4] the op's values ('admit': one or more
+-- attempts back to back, decided in order in one call).
 --
 -- Numbers travel and rest as little-endian IEEE doubles packed with Redis's `struct`
 -- library: no decimal printing or parsing (that was most of the script's cost), and
@@ -315,49 +316,76 @@ local function reset_after(d)
 end
 
 -- ---------------------------------------------------------------- operations
+-- One or more admission attempts, decided in order as if they arrived one after another
+-- at `now`: each all-or-nothing over the key's dimensions, each answered with its own
+-- four numbers { 1, now, seq, 0 } | { 0, now, refusing dimension, exact wait µs } |
+-- { 2, now, 0, pause left µs }. The state is written once for the whole batch.
 local function admit(vals, blob)
-  -- count_denial, requests, tokens, lease µs, retry µs for full concurrency, n costs
-  local counted, requests, tokens, pos
-  counted, requests, tokens, lease, retry, pos = sunpack('<ddddd', vals)
+  -- per entry: count_denial, requests, tokens, lease µs, retry µs for full
+  -- concurrency, then n costs
+  local size = 40 + 8 * n
+  local k = #vals / size
+  local out = {}
   if pause > now then
-    if counted == 1 then
-      den = den + 1
+    local counted, pos = 0, 1
+    for j = 1, k do
+      counted = counted + sunpack('<d', vals, pos)
+      pos = pos + size
+      local o = 4 * j
+      out[o - 3] = 2; out[o - 2] = now; out[o - 1] = 0; out[o] = pause - now
+    end
+    if counted > 0 then
+      den = den + counted
       save(nil)
     end
-    return { 2, now, 0, pause - now }
+    return out
   end
-  local worst, worst_wait = 0, -1
+  local numbered = false
   for i = 1, n do
     local d = dims[i]
-    d.cost, pos = sunpack('<d', vals, pos)
     load(d)
-    local wait = check(d, d.cost)
-    if wait ~= nil and wait > worst_wait then worst, worst_wait = i, wait end
+    if d.code == LOG or d.code == CONC then numbered = true end
   end
-  if worst > 0 then
-    if counted == 1 then
-      -- Only `den` changes: the rest of the state is written back as it was read.
-      local ttl = fmt('%d', max(ttl_ms + 0, call('PTTL', key)))
-      local rest = ''
-      if blob then rest = ssub(blob, 41) end
-      call('SET', key, spack('<ddddd', pause, adm, den + 1, tok, seq) .. rest, 'PX', ttl)
+  local committed, denied, pos = false, 0, 1
+  for j = 1, k do
+    local counted, requests, tokens
+    counted, requests, tokens, lease, retry, pos = sunpack('<ddddd', vals, pos)
+    local worst, worst_wait = 0, -1
+    for i = 1, n do
+      local d = dims[i]
+      d.cost, pos = sunpack('<d', vals, pos)
+      local wait = check(d, d.cost)
+      if wait ~= nil and wait > worst_wait then worst, worst_wait = i, wait end
     end
-    return { 0, now, worst, worst_wait }
+    local o = 4 * j
+    if worst > 0 then
+      denied = denied + counted
+      out[o - 3] = 0; out[o - 2] = now; out[o - 1] = worst; out[o] = worst_wait
+    else
+      if numbered then seq = seq + 1 end
+      for i = 1, n do
+        local d = dims[i]
+        commit(d, d.cost, seq)
+      end
+      adm = adm + requests
+      tok = tok + tokens
+      committed = true
+      out[o - 3] = 1; out[o - 2] = now; out[o - 1] = seq; out[o] = 0
+    end
   end
-  for i = 1, n do
-    local code = dims[i].code
-    if code == LOG or code == CONC then seq = seq + 1 break end
+  if committed then
+    for i = 1, n do store(dims[i]) end
+    den = den + denied
+    -- Not paused (checked above): the idle TTL is the whole TTL.
+    save(ttl_ms)
+  elseif denied > 0 then
+    -- Only `den` changes: the rest of the state is written back as it was read.
+    local ttl = fmt('%d', max(ttl_ms + 0, call('PTTL', key)))
+    local rest = ''
+    if blob then rest = ssub(blob, 41) end
+    call('SET', key, spack('<ddddd', pause, adm, den + denied, tok, seq) .. rest, 'PX', ttl)
   end
-  for i = 1, n do
-    local d = dims[i]
-    commit(d, d.cost, seq)
-    store(d)
-  end
-  adm = adm + requests
-  tok = tok + tokens
-  -- Not paused (checked above): the idle TTL is the whole TTL.
-  save(ttl_ms)
-  return { 1, now, seq, 0 }
+  return out
 end
 
 local function record(vals)
