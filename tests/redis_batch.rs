@@ -252,3 +252,51 @@ async fn a_failed_batch_gets_the_failure_policy_for_every_attempt() {
         }
     }
 }
+
+#[tokio::test]
+async fn concurrency_leases_taken_in_one_batch_are_all_stored() {
+    let Some(server) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let l = limiter(
+        &server,
+        "strategy = \"sliding_log\"\nlimits = { requests = \"1000/1h\", concurrent = 5 }",
+    )
+    .await;
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.try_acquire(&key(), Cost::request(0)).await })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for t in tasks {
+        if let Ok(p) = t.await.unwrap() {
+            held.push(p);
+        }
+    }
+    assert_eq!(held.len(), 5, "exactly the concurrency limit is admitted");
+    assert!(l.admission_calls().0 < CALLERS as u64);
+    let stats = l.usage_stats(&key()).await.unwrap();
+    let left = |d: RateLimitType| {
+        stats
+            .dimensions
+            .iter()
+            .find(|u| u.dimension == d)
+            .unwrap()
+            .remaining
+    };
+    // Every admission's lease and log entry reached its sorted set, and nothing else did.
+    assert_eq!(left(RateLimitType::Concurrent), 0);
+    assert_eq!(left(RateLimitType::RequestsPer(HOUR)), 995);
+    for p in held {
+        l.record_usage(p, Cost::request(0), &ResponseMeta::default())
+            .await
+            .unwrap();
+    }
+    let stats = l.usage_stats(&key()).await.unwrap();
+    assert!(stats
+        .dimensions
+        .iter()
+        .any(|u| u.dimension == RateLimitType::Concurrent && u.remaining == 5));
+}

@@ -167,13 +167,11 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
+    type Reply = std::pin::Pin<Box<dyn Future<Output = Result<Vec<i64>, RedisFailure>> + Send>>;
+
     /// A fake script: entry `i` of the whole run (in arrival order at the fake server)
     /// answers `[1, i, value, batch size]`, after a short delay.
-    fn fake(
-        seen: Arc<AtomicUsize>,
-        delay: Duration,
-    ) -> impl Fn(Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<i64>, RedisFailure>> + Send>>
-    {
+    fn fake(seen: Arc<AtomicUsize>, delay: Duration) -> impl Fn(Vec<u8>) -> Reply {
         move |values: Vec<u8>| {
             let seen = seen.clone();
             Box::pin(async move {
@@ -233,7 +231,7 @@ mod tests {
         }
         let (calls, entries) = b.counts();
         assert_eq!(entries, 50);
-        assert!(calls < 50 && calls >= 2, "{calls} calls for 50 callers");
+        assert!((2..50).contains(&calls), "{calls} calls for 50 callers");
         // Every entry was decided exactly once.
         let mut order: Vec<i64> = answers.iter().map(|a| a[1]).collect();
         order.sort_unstable();

@@ -73,6 +73,7 @@ local function parse_plan(plan)
       code = code, label = label, side = false, amount = amount, window = window,
       unit = unit, rate = rate, full = burst * unit, cost = 0,
       a = false, b = false, c = false, debt = 0, cut = 0, expired = 0, e = 0,
+      adds = {}, nadd = 0,
     }
   end
   if nplans >= PLAN_CACHE then plans, nplans = {}, 0 end
@@ -112,6 +113,15 @@ end
 --        b · (W - e) / W + c, e = time into the current window.
 -- conc:  side ZSET of lease ids scored by lease expiry (µs). A lease is released by the
 --        permit, or expires so that a dead process cannot hold slots forever.
+
+-- Sends the side-key members `commit` queued ('log' entries, 'conc' leases) in one
+-- ZADD: a batch of admissions costs one call per side key instead of one per admission.
+local function flush(d)
+  if d.nadd > 0 then
+    call('ZADD', d.side, unpack(d.adds, 1, d.nadd))
+    d.nadd = 0
+  end
+end
 
 -- Brings the dimension's state to `now`.
 local function load(d)
@@ -178,6 +188,7 @@ local function check(d, cost)
   elseif code == LOG then
     local excess = d.a + cost - d.amount
     if excess <= 0 then return nil end
+    flush(d)
     local freed, offset = 0, 0
     while true do
       local page = call('ZRANGEBYSCORE', d.side, '(' .. fmt('%d', d.cut), '+inf',
@@ -191,6 +202,7 @@ local function check(d, cost)
     end
   else -- conc
     if d.a + cost <= d.amount then return nil end
+    flush(d)
     local first = call('ZRANGE', d.side, 0, 0, 'WITHSCORES')
     local wait = retry
     if #first > 0 then wait = min(wait, tonumber(first[2]) - now) end
@@ -198,7 +210,8 @@ local function check(d, cost)
   end
 end
 
--- Charges `cost`; `s` is the admission's sequence number.
+-- Charges `cost`; `s` is the admission's sequence number. Side-key members are queued
+-- (see `flush`): `check` and `store` send them before they read or finish the side key.
 local function commit(d, cost, s)
   local code = d.code
   if code == TB then d.a = d.a - cost * d.unit
@@ -206,11 +219,13 @@ local function commit(d, cost, s)
   elseif code == CTR then d.c = d.c + cost
   elseif code == LOG then
     if cost > 0 then
-      call('ZADD', d.side, now, member(s, cost))
+      local k = d.nadd
+      d.adds[k + 1] = now; d.adds[k + 2] = member(s, cost); d.nadd = k + 2
       d.a = d.a + cost
     end
   elseif cost > 0 then -- conc
-    call('ZADD', d.side, now + lease, fmt('%d', s))
+    local k = d.nadd
+    d.adds[k + 1] = now + lease; d.adds[k + 2] = fmt('%d', s); d.nadd = k + 2
     d.a = d.a + cost
   end
 end
@@ -224,9 +239,11 @@ local function store(d)
     d.a = now + whole
     d.b = d.debt - whole * d.rate
   elseif code == LOG then
+    flush(d)
     if d.expired > 0 then call('ZREMRANGEBYSCORE', d.side, '-inf', d.cut) end
     call('PEXPIRE', d.side, ttl_ms)
   elseif code == CONC then
+    flush(d)
     call('PEXPIRE', d.side, ttl_ms)
   end
 end
@@ -459,7 +476,7 @@ local function run(keys, argv)
   for i = 1, n do
     local d = dims[i]
     d.a = nil; d.b = nil; d.c = nil; d.cost = 0; d.debt = 0; d.cut = 0; d.expired = 0
-    d.e = 0
+    d.e = 0; d.nadd = 0
     local code = d.code
     if code == LOG or code == CONC then
       side = side + 1
