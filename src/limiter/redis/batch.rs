@@ -15,6 +15,8 @@
 //! that sent it is cancelled, the others still get the answers Redis gave (their
 //! admissions were made and must reach their owners). An entry is answered before the pipe
 //! is released, so a caller that holds the pipe and has no answer yet is still pending.
+//! A caller cancelled while its attempt is still pending is dropped from the list unsent,
+//! so it spends nothing (as a cancelled call that never reached Redis).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +98,8 @@ impl Batcher {
             }
             let batch: Vec<Pending> = {
                 let mut pending = self.pending.lock();
+                // A caller that gave up before its attempt was sent is not decided at all.
+                pending.retain(|p| !p.reply.is_closed());
                 let take = pending.len().min(MAX_BATCH);
                 pending.drain(..take).collect()
             };
@@ -294,6 +298,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_cancelled_before_its_batch_is_sent_is_not_decided() {
+        let b = Arc::new(Batcher::default());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let slow = Duration::from_millis(10);
+        let a = {
+            let (b, seen) = (b.clone(), seen.clone());
+            tokio::spawn(async move { b.submit(vec![0; 8], fake(seen, slow)).await })
+        };
+        tokio::task::yield_now().await;
+        let queued: Vec<_> = (1..4i64)
+            .map(|v| {
+                let (b, seen) = (b.clone(), seen.clone());
+                tokio::spawn(
+                    async move { b.submit(v.to_le_bytes().to_vec(), fake(seen, slow)).await },
+                )
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // Cancel the first queued caller while A's call is still in flight.
+        let mut queued = queued.into_iter();
+        queued.next().unwrap().abort();
+        a.await.unwrap().unwrap();
+        for (v, t) in (2..4).zip(queued) {
+            let answer = t.await.unwrap().unwrap();
+            assert_eq!(answer[2], v);
+            assert_eq!(
+                answer[3], 2,
+                "the batch held only the callers still waiting"
+            );
+        }
+        assert_eq!(b.counts(), (2, 3));
+        assert_eq!(seen.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test(start_paused = true)]
