@@ -278,8 +278,9 @@ fn main() {
                 attempts as f64 / calls.max(1) as f64
             );
         }
-        // Leased capacity against one round trip per admission, same limit (1 M requests
-        // a second, more than one process reaches either way, so nothing is refused).
+        // Leased capacity against one round trip per admission (each attempt waits for
+        // one script call, shared with the attempts coalesced into it), same limit (1 M
+        // requests a second, more than one process reaches either way: nothing is refused).
         let config = LimiterConfig::from_toml(
             "[default]\nstrategy = \"token_bucket\"\nlimits = { rpm = 60000000 }",
         )
