@@ -1,7 +1,10 @@
-//! Redis limiter throughput and latency over loopback: `try_acquire` round trips per
+//! Redis limiter throughput and latency over loopback: `try_acquire` admissions per
 //! second from one process with 32 concurrent tasks, p50 and p99 latency, against a plain
 //! Redis `INCR` measured in the same run on the same kind of connection (the ratio is the
-//! figure that travels between machines).
+//! figure that travels between machines). Concurrent attempts on one key share a script
+//! call, so each line also shows attempts per call. The last two lines compare leased
+//! capacity (`LeasedLimiter` over the Redis limiter, share 0.05, lifetime 1 s) with one
+//! round trip per admission, on the same limit.
 //!
 //! Run: `cargo bench --bench redis` (starts its own redis-server; prints SKIP without one).
 
@@ -13,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connector_hub::clock::SystemClock;
+use connector_hub::limiter::lease::{LeaseSettings, LeasedLimiter};
 use connector_hub::limiter::redis::{RedisLimiter, RedisSettings};
 use connector_hub::limiter::{Cost, LimitKey, LimiterConfig, RateLimiter};
 use hdrhistogram::Histogram;
@@ -114,6 +118,34 @@ async fn server_us(url: &str, commands: &[&str]) -> f64 {
     } else {
         f64::NAN
     }
+}
+
+/// Calls of `commands` together since the last reset (INFO commandstats); resets them.
+async fn server_calls(url: &str, commands: &[&str]) -> f64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    commands
+        .iter()
+        .filter_map(|c| {
+            let line = stats
+                .lines()
+                .find(|l| l.starts_with(&format!("cmdstat_{c}:")))?;
+            line.split([':', ','])
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum()
 }
 
 fn main() {
@@ -235,13 +267,59 @@ fn main() {
                 }
             })
             .await;
+            let (calls, attempts) = limiter.admission_calls();
             println!(
-                "{name:<36} {:>9.0} calls/s  p50 {:>6.1} µs  p99 {:>6.1} µs  ratio to INCR {:.2}  server {:.1} µs/call",
+                "{name:<36} {:>9.0} admits/s  p50 {:>6.1} µs  p99 {:>6.1} µs  ratio to INCR {:.2}  server {:.1} µs/call  {:.1} attempts/call",
                 f.per_second,
                 f.p50_us,
                 f.p99_us,
                 f.per_second / incr.per_second,
-                server_us(&server.url(), &["evalsha", "fcall"]).await
+                server_us(&server.url(), &["evalsha", "fcall"]).await,
+                attempts as f64 / calls.max(1) as f64
+            );
+        }
+        // Leased capacity against one round trip per admission (each attempt waits for
+        // one script call, shared with the attempts coalesced into it), same limit (1 M
+        // requests a second, more than one process reaches either way: nothing is refused).
+        let config = LimiterConfig::from_toml(
+            "[default]\nstrategy = \"token_bucket\"\nlimits = { rpm = 60000000 }",
+        )
+        .unwrap();
+        let mut settings = RedisSettings::new(server.url()).with_key_prefix("bench:lease");
+        settings.timeout = Duration::from_secs(5);
+        let clock = Arc::new(SystemClock::new());
+        let redis: Arc<dyn RateLimiter> = Arc::new(
+            RedisLimiter::connect(config.clone(), settings, clock.clone())
+                .await
+                .unwrap(),
+        );
+        let lease = LeaseSettings {
+            share: 0.05,
+            lifetime: Duration::from_secs(1),
+        };
+        let leased: Arc<dyn RateLimiter> =
+            Arc::new(LeasedLimiter::new(redis.clone(), config, lease, clock).unwrap());
+        for (name, limiter) in [
+            ("one round trip per admit (rpm 60M)", redis),
+            ("leased, share 0.05, lifetime 1 s", leased),
+        ] {
+            let f = measure(move |i| {
+                let l = limiter.clone();
+                async move {
+                    let key = LimitKey::new("bench", if i % 4 == 0 { "a" } else { "b" });
+                    l.try_acquire(&key, Cost::request(100))
+                        .await
+                        .expect("admitted");
+                }
+            })
+            .await;
+            println!(
+                "{name:<36} {:>9.0} admits/s  p50 {:>6.1} µs  p99 {:>6.1} µs  ratio to INCR {:.2}  server calls {:.0}/s",
+                f.per_second,
+                f.p50_us,
+                f.p99_us,
+                f.per_second / incr.per_second,
+                server_calls(&server.url(), &["evalsha", "fcall"]).await / (WARM_UP + MEASURE).as_secs_f64()
             );
         }
     });

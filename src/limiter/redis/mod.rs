@@ -9,6 +9,14 @@
 //!   the script loaded as a function library (Redis ≥ 7), else `EVALSHA` (see
 //!   [`RedisSettings::functions`]); the script is loaded again when the server lost it
 //!   (`Function not found`, `NOSCRIPT`).
+//! - **Concurrent attempts share a call.** One process's concurrent admission attempts on
+//!   one key (`try_acquire`, [`RedisLimiter::decide`], `acquire`'s head waiter) are
+//!   coalesced: at most one admission call per key is in flight; whoever arrives meanwhile
+//!   joins the next call, which decides every waiting attempt in order, each all-or-nothing
+//!   and answered with its own exact wait, refusing dimension and server time — the
+//!   outcomes of a sequential run at that instant. An uncontended caller goes alone at
+//!   once. One key's Redis keys share a hash slot, so a batch is valid on Redis Cluster.
+//!   [`RedisLimiter::admission_calls`] counts calls and attempts.
 //! - **Cheap per call.** Redis runs scripts on its one thread, so the script's CPU per
 //!   call bounds every process's throughput: numbers travel and rest as packed doubles
 //!   (no decimal printing and parsing), a key's scalar state is one string read with
@@ -65,6 +73,7 @@
 //! windows).
 
 mod api;
+mod batch;
 mod link;
 mod ops;
 mod plan;
@@ -153,6 +162,8 @@ struct Inner {
 struct KeyEntry {
     plan: KeyPlan,
     local: Arc<KeyLocal>,
+    /// Coalesces this process's concurrent admission attempts on the key.
+    batch: batch::Batcher,
 }
 
 impl RedisLimiter {
@@ -298,6 +309,18 @@ impl RedisLimiter {
         self.inner.link.uses_functions()
     }
 
+    /// Admission script calls this limiter sent and the admission attempts they decided,
+    /// over every key so far: concurrent attempts on one key share a call (see the module
+    /// doc), so `attempts / calls` is the mean batch size.
+    pub fn admission_calls(&self) -> (u64, u64) {
+        self.inner
+            .keys
+            .lock()
+            .values()
+            .map(|e| e.batch.counts())
+            .fold((0, 0), |(c, a), (dc, da)| (c + dc, a + da))
+    }
+
     /// Whether the last Redis call failed (calls apply the failure policy until a probe
     /// succeeds).
     pub fn is_degraded(&self) -> bool {
@@ -344,6 +367,7 @@ impl Inner {
         let entry = Arc::new(KeyEntry {
             plan,
             local: Arc::new(KeyLocal::default()),
+            batch: batch::Batcher::default(),
         });
         Ok(self.keys.lock().entry(key.clone()).or_insert(entry).clone())
     }

@@ -45,11 +45,21 @@ impl Inner {
         for cost in plan.costs(estimate) {
             put(&mut values, to_i64(cost) as f64);
         }
-        let reply = self
-            .link
-            .call(&plan.keys, "admit", &plan.ttl_ms, &plan.plan, &values)
-            .await;
-        let (origin, server_time_us) = match reply.as_deref() {
+        let call = {
+            let (inner, entry) = (self.clone(), entry.clone());
+            move |batch: Vec<u8>| {
+                let (inner, entry) = (inner.clone(), entry.clone());
+                async move {
+                    let plan = &entry.plan;
+                    inner
+                        .link
+                        .call(&plan.keys, "admit", &plan.ttl_ms, &plan.plan, &batch)
+                        .await
+                }
+            }
+        };
+        let reply = entry.batch.submit(values, call).await;
+        let (origin, server_time_us) = match reply.as_ref().map(|r| &r[..]) {
             Ok(&[1, now, seq, ..]) => (
                 Origin::Redis {
                     at_us: now,

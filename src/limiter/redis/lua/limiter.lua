@@ -10,7 +10,8 @@
 -- KEYS[2…]     the side keys, one per 'log' (entries) or 'conc' (leases) dimension, in
 --              dimension order: sorted sets
 -- ARGV[1] op ('admit' | 'record' | 'stats' | 'reset' | 'deny'), ARGV[2] idle TTL in ms
--- (decimal), ARGV[3] the key's plan, ARGV[4] the op's values.
+-- (decimal), ARGV[3] the key's plan, ARGV[4] the op's values ('admit': one or more
+-- attempts back to back, decided in order in one call).
 --
 -- Numbers travel and rest as little-endian IEEE doubles packed with Redis's `struct`
 -- library: no decimal printing or parsing (that was most of the script's cost), and
@@ -72,6 +73,7 @@ local function parse_plan(plan)
       code = code, label = label, side = false, amount = amount, window = window,
       unit = unit, rate = rate, full = burst * unit, cost = 0,
       a = false, b = false, c = false, debt = 0, cut = 0, expired = 0, e = 0,
+      adds = {}, nadd = 0,
     }
   end
   if nplans >= PLAN_CACHE then plans, nplans = {}, 0 end
@@ -111,6 +113,15 @@ end
 --        b · (W - e) / W + c, e = time into the current window.
 -- conc:  side ZSET of lease ids scored by lease expiry (µs). A lease is released by the
 --        permit, or expires so that a dead process cannot hold slots forever.
+
+-- Sends the side-key members `commit` queued ('log' entries, 'conc' leases) in one
+-- ZADD: a batch of admissions costs one call per side key instead of one per admission.
+local function flush(d)
+  if d.nadd > 0 then
+    call('ZADD', d.side, unpack(d.adds, 1, d.nadd))
+    d.nadd = 0
+  end
+end
 
 -- Brings the dimension's state to `now`.
 local function load(d)
@@ -177,6 +188,7 @@ local function check(d, cost)
   elseif code == LOG then
     local excess = d.a + cost - d.amount
     if excess <= 0 then return nil end
+    flush(d)
     local freed, offset = 0, 0
     while true do
       local page = call('ZRANGEBYSCORE', d.side, '(' .. fmt('%d', d.cut), '+inf',
@@ -190,6 +202,7 @@ local function check(d, cost)
     end
   else -- conc
     if d.a + cost <= d.amount then return nil end
+    flush(d)
     local first = call('ZRANGE', d.side, 0, 0, 'WITHSCORES')
     local wait = retry
     if #first > 0 then wait = min(wait, tonumber(first[2]) - now) end
@@ -197,7 +210,8 @@ local function check(d, cost)
   end
 end
 
--- Charges `cost`; `s` is the admission's sequence number.
+-- Charges `cost`; `s` is the admission's sequence number. Side-key members are queued
+-- (see `flush`): `check` and `store` send them before they read or finish the side key.
 local function commit(d, cost, s)
   local code = d.code
   if code == TB then d.a = d.a - cost * d.unit
@@ -205,11 +219,13 @@ local function commit(d, cost, s)
   elseif code == CTR then d.c = d.c + cost
   elseif code == LOG then
     if cost > 0 then
-      call('ZADD', d.side, now, member(s, cost))
+      local k = d.nadd
+      d.adds[k + 1] = now; d.adds[k + 2] = member(s, cost); d.nadd = k + 2
       d.a = d.a + cost
     end
   elseif cost > 0 then -- conc
-    call('ZADD', d.side, now + lease, fmt('%d', s))
+    local k = d.nadd
+    d.adds[k + 1] = now + lease; d.adds[k + 2] = fmt('%d', s); d.nadd = k + 2
     d.a = d.a + cost
   end
 end
@@ -223,9 +239,11 @@ local function store(d)
     d.a = now + whole
     d.b = d.debt - whole * d.rate
   elseif code == LOG then
+    flush(d)
     if d.expired > 0 then call('ZREMRANGEBYSCORE', d.side, '-inf', d.cut) end
     call('PEXPIRE', d.side, ttl_ms)
   elseif code == CONC then
+    flush(d)
     call('PEXPIRE', d.side, ttl_ms)
   end
 end
@@ -315,49 +333,76 @@ local function reset_after(d)
 end
 
 -- ---------------------------------------------------------------- operations
+-- One or more admission attempts, decided in order as if they arrived one after another
+-- at `now`: each all-or-nothing over the key's dimensions, each answered with its own
+-- four numbers { 1, now, seq, 0 } | { 0, now, refusing dimension, exact wait µs } |
+-- { 2, now, 0, pause left µs }. The state is written once for the whole batch.
 local function admit(vals, blob)
-  -- count_denial, requests, tokens, lease µs, retry µs for full concurrency, n costs
-  local counted, requests, tokens, pos
-  counted, requests, tokens, lease, retry, pos = sunpack('<ddddd', vals)
+  -- per entry: count_denial, requests, tokens, lease µs, retry µs for full
+  -- concurrency, then n costs
+  local size = 40 + 8 * n
+  local k = #vals / size
+  local out = {}
   if pause > now then
-    if counted == 1 then
-      den = den + 1
+    local counted, pos = 0, 1
+    for j = 1, k do
+      counted = counted + sunpack('<d', vals, pos)
+      pos = pos + size
+      local o = 4 * j
+      out[o - 3] = 2; out[o - 2] = now; out[o - 1] = 0; out[o] = pause - now
+    end
+    if counted > 0 then
+      den = den + counted
       save(nil)
     end
-    return { 2, now, 0, pause - now }
+    return out
   end
-  local worst, worst_wait = 0, -1
+  local numbered = false
   for i = 1, n do
     local d = dims[i]
-    d.cost, pos = sunpack('<d', vals, pos)
     load(d)
-    local wait = check(d, d.cost)
-    if wait ~= nil and wait > worst_wait then worst, worst_wait = i, wait end
+    if d.code == LOG or d.code == CONC then numbered = true end
   end
-  if worst > 0 then
-    if counted == 1 then
-      -- Only `den` changes: the rest of the state is written back as it was read.
-      local ttl = fmt('%d', max(ttl_ms + 0, call('PTTL', key)))
-      local rest = ''
-      if blob then rest = ssub(blob, 41) end
-      call('SET', key, spack('<ddddd', pause, adm, den + 1, tok, seq) .. rest, 'PX', ttl)
+  local committed, denied, pos = false, 0, 1
+  for j = 1, k do
+    local counted, requests, tokens
+    counted, requests, tokens, lease, retry, pos = sunpack('<ddddd', vals, pos)
+    local worst, worst_wait = 0, -1
+    for i = 1, n do
+      local d = dims[i]
+      d.cost, pos = sunpack('<d', vals, pos)
+      local wait = check(d, d.cost)
+      if wait ~= nil and wait > worst_wait then worst, worst_wait = i, wait end
     end
-    return { 0, now, worst, worst_wait }
+    local o = 4 * j
+    if worst > 0 then
+      denied = denied + counted
+      out[o - 3] = 0; out[o - 2] = now; out[o - 1] = worst; out[o] = worst_wait
+    else
+      if numbered then seq = seq + 1 end
+      for i = 1, n do
+        local d = dims[i]
+        commit(d, d.cost, seq)
+      end
+      adm = adm + requests
+      tok = tok + tokens
+      committed = true
+      out[o - 3] = 1; out[o - 2] = now; out[o - 1] = seq; out[o] = 0
+    end
   end
-  for i = 1, n do
-    local code = dims[i].code
-    if code == LOG or code == CONC then seq = seq + 1 break end
+  if committed then
+    for i = 1, n do store(dims[i]) end
+    den = den + denied
+    -- Not paused (checked above): the idle TTL is the whole TTL.
+    save(ttl_ms)
+  elseif denied > 0 then
+    -- Only `den` changes: the rest of the state is written back as it was read.
+    local ttl = fmt('%d', max(ttl_ms + 0, call('PTTL', key)))
+    local rest = ''
+    if blob then rest = ssub(blob, 41) end
+    call('SET', key, spack('<ddddd', pause, adm, den + denied, tok, seq) .. rest, 'PX', ttl)
   end
-  for i = 1, n do
-    local d = dims[i]
-    commit(d, d.cost, seq)
-    store(d)
-  end
-  adm = adm + requests
-  tok = tok + tokens
-  -- Not paused (checked above): the idle TTL is the whole TTL.
-  save(ttl_ms)
-  return { 1, now, seq, 0 }
+  return out
 end
 
 local function record(vals)
@@ -431,7 +476,7 @@ local function run(keys, argv)
   for i = 1, n do
     local d = dims[i]
     d.a = nil; d.b = nil; d.c = nil; d.cost = 0; d.debt = 0; d.cut = 0; d.expired = 0
-    d.e = 0
+    d.e = 0; d.nadd = 0
     local code = d.code
     if code == LOG or code == CONC then
       side = side + 1
