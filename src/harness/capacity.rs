@@ -378,7 +378,11 @@ mod tests {
         let q = [per_minute("requests", 120), per_minute("tokens", 40_000)];
         assert!((q[0].min_time_s(400) - 140.0).abs() < 1e-9);
         assert!((min_batch_time_s(&q, rt(400, 210_000)) - 255.0).abs() < 1e-9);
-        assert_eq!(min_batch_time_s(&q, rt(100, 30_000)), 0.0, "within the burst");
+        assert_eq!(
+            min_batch_time_s(&q, rt(100, 30_000)),
+            0.0,
+            "within the burst"
+        );
         let fixed = QuotaDimension {
             dimension: "tokens",
             limit: 1_000,
