@@ -41,8 +41,9 @@ pub type CellFn = fn(&LimiterSummary) -> String;
 /// integers, the throttled ratio a percentage with two decimals and the quota used one
 /// with one decimal (see [`percent`]: a small non-zero ratio reads `<0.01%`, never `0%`),
 /// latencies ms with one decimal. Nineteen columns with short headers that wrap, so the
-/// table fits a 1400-px-wide page; the rest (p90, p99.9, target rate, late starts) is in
-/// `summary.json`, `summary.md` and the charts.
+/// table fits a 1400-px-wide page; each limiter's verdict is its line in the list above
+/// the table, and the rest (p90, p99.9, target rate, late starts) is in `summary.json`,
+/// `summary.md` and the charts.
 pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
     fn p(get: fn(&Percentiles) -> Option<f64>, from: &Percentiles) -> String {
         ms(get(from))
@@ -75,7 +76,6 @@ pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
         ("thresholds", |l| {
             if l.passed { "pass" } else { "FAIL" }.to_owned()
         }),
-        ("verdict", |l| l.verdict()),
     ]
 }
 
@@ -83,7 +83,6 @@ const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;font-size:0.85em;margin-bottom:1em}\
 th,td{border:1px solid #ccc;padding:0.25em 0.4em;text-align:right}\
 th{background:#f2f2f2;font-weight:600;vertical-align:bottom}td.name,th.name{text-align:left}\
-td.verdict{text-align:left;min-width:12em}\
 td.fail{color:#b00020;font-weight:bold}td.pass{color:#1b7f3b}\
 li.fail{color:#b00020}li.pass{color:#1b7f3b}div.wide{max-width:100%;overflow-x:auto}\
 figure{margin:1em 0}figure svg{max-width:100%;height:auto;border:1px solid #ddd}\
@@ -102,7 +101,6 @@ fn summary_table(out: &mut String, report: &ReportData) {
         for (i, (header, cell)) in columns.iter().enumerate() {
             let class = match (i, *header) {
                 (0 | 1, _) => " class=\"name\"",
-                (_, "verdict") => " class=\"verdict\"",
                 (_, "thresholds") if l.passed => " class=\"pass\"",
                 (_, "thresholds") => " class=\"fail\"",
                 _ => "",
@@ -112,6 +110,21 @@ fn summary_table(out: &mut String, report: &ReportData) {
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody>\n</table>\n");
+}
+
+/// A threshold's measured value in the metric's unit (ms for latencies, a fraction for
+/// ratios) with at most four decimals and no trailing zeros: `0.3118`, `2535.423`, `0`;
+/// a non-zero value below 0.001 in scientific notation (`2.00e-5`), never as `0`.
+fn threshold_value(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        return format!("{v:.2e}");
+    }
+    let s = format!("{v:.4}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
 }
 
 fn thresholds_table(out: &mut String, report: &ReportData) {
@@ -129,7 +142,7 @@ fn thresholds_table(out: &mut String, report: &ReportData) {
     for (l, t) in rows {
         let value = t
             .value
-            .map(|v| format!("{v}"))
+            .map(threshold_value)
             .unwrap_or_else(|| "no sample".to_owned());
         let (class, verdict) = if t.passed {
             ("pass", "pass")
@@ -252,6 +265,15 @@ pub fn write_index_html(report: &ReportData, out_dir: &Path) -> Result<PathBuf, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threshold_values_show_at_most_four_decimals() {
+        assert_eq!(threshold_value(0.3118279569892473), "0.3118");
+        assert_eq!(threshold_value(2535.423), "2535.423");
+        assert_eq!(threshold_value(0.0), "0");
+        assert_eq!(threshold_value(120.0), "120");
+        assert_eq!(threshold_value(0.00002), "2.00e-5");
+    }
 
     #[test]
     fn escape_covers_markup_characters() {
