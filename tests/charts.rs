@@ -600,7 +600,7 @@ fn index_html_is_self_contained_and_shows_the_summary() {
         assert_eq!(row[col("completed")], l.completed.to_string());
         assert_eq!(row[col("throttled")], l.throttled.to_string());
         let ratio: f64 = row[col("throttled ratio")]
-            .trim_end_matches(" %")
+            .trim_end_matches('%')
             .parse()
             .unwrap();
         assert!(

@@ -533,8 +533,8 @@ impl RateLimiter for FixedWindow {
     }
 }
 
-/// The limits of `scenarios/quickstart.toml`, where `hub verify` caught the four bugs of
-/// issue 17, under `strategy`.
+/// The limits `scenarios/quickstart.toml` had (60 RPM, 40 000 TPM, headroom 0.95) when
+/// `hub verify` caught the four bugs of issue 17 on it, under `strategy`.
 fn quickstart(strategy: &str) -> (KeyedLimiter, Subject, ManualClock) {
     keyed(&format!(
         "strategy = \"{strategy}\"\nlimits = {{ rpm = 60, tpm = 40000 }}\nheadroom = 0.95\naccounting = \"estimate\"\nmax_wait = \"2s\""

@@ -79,8 +79,9 @@ fn every_shipped_scenario_parses_and_is_documented_at_its_top() {
 
 #[test]
 fn quickstart_is_short_overloaded_and_its_limiters_fit_the_quota() {
+    use connector_hub::limiter::Unit;
     let s = load("quickstart.toml");
-    assert_eq!(s.provider.kind, ProviderKind::Openai);
+    assert_eq!(s.provider.kind, ProviderKind::Azure);
     assert_eq!(s.provider.target, Target::Mock);
     let strategies: Vec<_> = s.limiters.iter().filter_map(|l| l.strategy).collect();
     assert!(strategies.len() >= 3, "three strategies");
@@ -88,24 +89,46 @@ fn quickstart_is_short_overloaded_and_its_limiters_fit_the_quota() {
     // Every limiter runs the whole duration in turn: keep all runs well under a minute.
     let traffic = s.duration() * s.limiters.len() as u32;
     assert!(traffic <= Duration::from_secs(48), "{traffic:?}");
-    // Offered load above what the quota admits in the run (a full bucket plus refill),
-    // so the baseline must see 429s.
+    // The quota's request window fits the run ten times over, so no start-of-run
+    // allowance (a full per-minute bucket) dominates what a 10-s run can admit.
     let quota = s.provider.quota.expect("quota");
-    let rpm = quota.rpm.expect("rpm") as f64;
-    let admits = rpm + rpm * s.duration().as_secs_f64() / 60.0;
+    let window = quota.rpm_window.expect("a request window");
+    let allowed = quota.requests_per_window().expect("requests per window") as f64;
+    assert!(s.duration() >= window * 10, "{window:?}");
+    // A phase offers more than 1.5 times what the quota admits per window, so the
+    // baseline must see 429s; over the whole run the quota admits what is offered.
+    let per_window = |p: &Phase| {
+        p.expected_requests().unwrap_or(0.0) * window.as_secs_f64() / p.duration.as_secs_f64()
+    };
+    assert!(
+        s.phases.iter().any(|p| per_window(p) > 1.5 * allowed),
+        "no phase overloads the window"
+    );
     let offered: f64 = s.phases.iter().filter_map(|p| p.expected_requests()).sum();
-    assert!(offered > 1.2 * admits, "offered {offered} vs {admits}");
-    // Correctly configured limiters: within the quota, charging what the server charges.
+    let run = s.duration().as_secs_f64();
+    assert!(
+        offered <= allowed * run / window.as_secs_f64(),
+        "offered {offered}"
+    );
+    // Correctly configured limiters: within the quota (no warning), charging what the
+    // server charges, and able to admit the whole offer before their wait bound runs out,
+    // so none drops a request.
     for l in s.limiters.iter().filter(|l| l.strategy.is_some()) {
         let cfg = l.limit.as_ref().unwrap();
         assert_eq!(cfg.accounting, TokenAccounting::Estimate, "{}", l.name);
         let dims = cfg.dimensions().unwrap();
         assert!(dims.iter().all(|d| d.burst <= d.amount));
-        assert!(
-            cfg.max_wait.is_some(),
-            "{}: bounded wait keeps the run short",
-            l.name
-        );
+        let max_wait = cfg
+            .max_wait
+            .unwrap_or_else(|| panic!("{}: bounded wait keeps the run short", l.name));
+        let requests = dims
+            .iter()
+            .find(|d| d.kind.unit() == Unit::Requests)
+            .expect("a request limit");
+        let w = requests.kind.window().expect("a rate").as_secs_f64();
+        let admits = requests.burst as f64
+            + requests.amount as f64 * (run + max_wait.as_secs_f64() / 2.0) / w;
+        assert!(admits >= 1.1 * offered, "{}: {admits} vs {offered}", l.name);
     }
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     assert_eq!(s.thresholds[0].metric, "throttled_ratio");
@@ -843,8 +866,12 @@ fn plan_shows_resolved_limits_scheduled_counts_and_warnings() {
         plan.contains(&format!("open loop offers {scheduled} requests")),
         "{plan}"
     );
-    // rpm 60 with headroom 0.95 resolves to 57; the baseline is named as such.
-    assert!(plan.contains("token_bucket 57 RPM"), "{plan}");
+    // 10 per 1 s with headroom 0.9 resolves to 9, with a burst of 1; the baseline is named
+    // as such.
+    assert!(
+        plan.contains("token_bucket 9 requests/1s (burst 1)"),
+        "{plan}"
+    );
     assert!(plan.contains("none (no limiter, retries only)"), "{plan}");
     assert!(plan.contains("throttled_ratio < 0.01"), "{plan}");
     assert!(!plan.contains("warning:"), "{plan}");

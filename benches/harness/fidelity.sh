@@ -7,8 +7,8 @@
 # fidelity targets: throttled ratio within 1 pp, completed and goodput within 3 %, latency
 # p50 within 10 % (✓ / ✗; p99 and TTFT are shown, not targeted).
 #
-# The scenarios: quickstart (OpenAI, half streamed), azure-10s-window (Azure, not
-# streamed), closed-loop (OpenAI, all streamed, closed loop). Live runs take their
+# The scenarios: quickstart (Azure, 1-s request window, half streamed), azure-10s-window
+# (Azure, not streamed), closed-loop (OpenAI, all streamed, closed loop). Live runs take their
 # duration per limiter plus up to the 5-s drain: about 4 minutes in all at the default
 # durations; FIDELITY_DURATIONS="10s 20s 20s" shortens the last two (fewer samples).
 #

@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::charts::{self, ChartError};
+use super::report::utilisation_cell;
 use super::report_files::ReportData;
-use super::summary::{LimiterSummary, Percentiles};
+use super::summary::{percent, LimiterSummary, Percentiles};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -37,11 +38,13 @@ fn ms(v: Option<f64>) -> String {
 pub type CellFn = fn(&LimiterSummary) -> String;
 
 /// The columns of the summary table: header and cell text of one limiter. Counts are
-/// integers, ratios percentages with two decimals, latencies ms with one decimal.
+/// integers, the throttled ratio a percentage with two decimals and the quota used one
+/// with one decimal (see [`percent`]: a small non-zero ratio reads `<0.01%`, never `0%`),
+/// latencies ms with one decimal. Nineteen columns with short headers that wrap, so the
+/// table fits a 1400-px-wide page; each limiter's verdict is its line in the list above
+/// the table, and the rest (p90, p99.9, target rate, late starts) is in `summary.json`,
+/// `summary.md` and the charts.
 pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
-    fn pct(v: f64) -> String {
-        format!("{:.2} %", v * 100.0)
-    }
     fn p(get: fn(&Percentiles) -> Option<f64>, from: &Percentiles) -> String {
         ms(get(from))
     }
@@ -54,23 +57,14 @@ pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
         ("errors", |l| l.errors.to_string()),
         ("dropped", |l| l.dropped.to_string()),
         ("throttled", |l| l.throttled.to_string()),
-        ("throttled ratio", |l| pct(l.throttled_ratio)),
+        ("throttled ratio", |l| percent(l.throttled_ratio, 2)),
         ("goodput (tokens/min)", |l| format!("{:.0}", l.goodput_tpm)),
-        ("quota utilisation", |l| {
-            l.quota_utilisation.map(pct).unwrap_or_else(|| "-".into())
-        }),
-        ("binding dimension", |l| {
-            l.binding_dimension.clone().unwrap_or_else(|| "-".into())
-        }),
-        ("target rate (req/s)", |l| format!("{:.2}", l.target_rate)),
+        ("quota used (binding dimension)", utilisation_cell),
         ("achieved rate (req/s)", |l| {
             format!("{:.2}", l.achieved_rate)
         }),
-        ("late starts", |l| l.late_starts.to_string()),
         ("latency p50 (ms)", |l| p(|p| p.p50, &l.latency_ms)),
-        ("latency p90 (ms)", |l| p(|p| p.p90, &l.latency_ms)),
         ("latency p99 (ms)", |l| p(|p| p.p99, &l.latency_ms)),
-        ("latency p99.9 (ms)", |l| p(|p| p.p999, &l.latency_ms)),
         ("latency max (ms)", |l| p(|p| p.max, &l.latency_ms)),
         ("service p99 (ms)", |l| p(|p| p.p99, &l.service_ms)),
         ("limiter wait p99 (ms)", |l| {
@@ -82,14 +76,13 @@ pub fn summary_columns() -> Vec<(&'static str, CellFn)> {
         ("thresholds", |l| {
             if l.passed { "pass" } else { "FAIL" }.to_owned()
         }),
-        ("verdict", |l| l.verdict()),
     ]
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
-table{border-collapse:collapse;font-size:0.9em;margin-bottom:1em}\
-th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:right}\
-th{background:#f2f2f2}td.name,th.name{text-align:left}\
+table{border-collapse:collapse;font-size:0.85em;margin-bottom:1em}\
+th,td{border:1px solid #ccc;padding:0.25em 0.4em;text-align:right}\
+th{background:#f2f2f2;font-weight:600;vertical-align:bottom}td.name,th.name{text-align:left}\
 td.fail{color:#b00020;font-weight:bold}td.pass{color:#1b7f3b}\
 li.fail{color:#b00020}li.pass{color:#1b7f3b}div.wide{max-width:100%;overflow-x:auto}\
 figure{margin:1em 0}figure svg{max-width:100%;height:auto;border:1px solid #ddd}\
@@ -119,6 +112,21 @@ fn summary_table(out: &mut String, report: &ReportData) {
     out.push_str("</tbody>\n</table>\n");
 }
 
+/// A threshold's measured value in the metric's unit (ms for latencies, a fraction for
+/// ratios) with at most four decimals and no trailing zeros: `0.3118`, `2535.423`, `0`;
+/// a non-zero value below 0.001 in scientific notation (`2.00e-5`), never as `0`.
+fn threshold_value(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        return format!("{v:.2e}");
+    }
+    let s = format!("{v:.4}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
 fn thresholds_table(out: &mut String, report: &ReportData) {
     let rows: Vec<_> = report
         .summary
@@ -134,7 +142,7 @@ fn thresholds_table(out: &mut String, report: &ReportData) {
     for (l, t) in rows {
         let value = t
             .value
-            .map(|v| format!("{v}"))
+            .map(threshold_value)
             .unwrap_or_else(|| "no sample".to_owned());
         let (class, verdict) = if t.passed {
             ("pass", "pass")
@@ -257,6 +265,15 @@ pub fn write_index_html(report: &ReportData, out_dir: &Path) -> Result<PathBuf, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threshold_values_show_at_most_four_decimals() {
+        assert_eq!(threshold_value(0.3118279569892473), "0.3118");
+        assert_eq!(threshold_value(2535.423), "2535.423");
+        assert_eq!(threshold_value(0.0), "0");
+        assert_eq!(threshold_value(120.0), "120");
+        assert_eq!(threshold_value(0.00002), "2.00e-5");
+    }
 
     #[test]
     fn escape_covers_markup_characters() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::clock::Nanos;
 
 use super::record::{RequestRecord, SecondRow};
-use super::summary::{LimiterSummary, Percentiles, Summary};
+use super::summary::{percent, LimiterSummary, Percentiles, Summary};
 
 /// The header of `requests.csv`.
 pub const REQUESTS_HEADER: &str = "limiter,request_id,phase,intended_start_ms,sent_ms,first_byte_ms,end_ms,status,outcome,attempts,estimated_tokens,prompt_tokens,completion_tokens,limiter_wait_ms,ttft_ms,service_ms,latency_ms";
@@ -191,8 +191,8 @@ fn cell(v: Option<f64>) -> String {
 /// The binding dimension's utilisation, e.g. `98.2% (requests)`, or `-` without a quota.
 pub fn utilisation_cell(l: &LimiterSummary) -> String {
     match (l.quota_utilisation, &l.binding_dimension) {
-        (Some(u), Some(d)) => format!("{:.1}% ({d})", u * 100.0),
-        (Some(u), None) => format!("{:.1}%", u * 100.0),
+        (Some(u), Some(d)) => format!("{} ({d})", percent(u, 1)),
+        (Some(u), None) => percent(u, 1),
         _ => "-".into(),
     }
 }
@@ -235,7 +235,7 @@ pub fn summary_markdown(s: &Summary) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.1} | {:.0} | {} | {:.2}/{:.2} | {} | {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} | {:.2}/{:.2} | {} | {} | {} / {} | {} | {} |",
             l.name,
             l.strategy,
             l.requests,
@@ -244,7 +244,7 @@ pub fn summary_markdown(s: &Summary) -> String {
             l.errors,
             l.dropped,
             l.throttled,
-            l.throttled_ratio * 100.0,
+            percent(l.throttled_ratio, 2),
             l.span_s,
             l.goodput_tpm,
             utilisation_cell(l),

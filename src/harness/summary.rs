@@ -161,6 +161,28 @@ pub struct LimiterSummary {
     pub passed: bool,
 }
 
+/// `ratio` (a fraction: 0.25 is 25 %) as a percentage with `decimals` decimals and a `%`
+/// sign, e.g. `percent(0.2534, 1)` = `"25.3%"`. Rounding never hides what matters: a
+/// ratio above 0 that would round to zero reads `"<0.1%"` (the smallest step shown), and
+/// one below 1 that would round to 100 reads `">99.9%"`; exactly 0 and 1 read `"0.0%"` and
+/// `"100.0%"`. A ratio that is not finite reads `"-"`.
+pub fn percent(ratio: f64, decimals: usize) -> String {
+    if !ratio.is_finite() {
+        return "-".to_owned();
+    }
+    let step = 10f64.powi(-i32::try_from(decimals).unwrap_or(i32::MAX));
+    let pct = ratio * 100.0;
+    let rounded = format!("{pct:.decimals$}");
+    let shown: f64 = rounded.parse().unwrap_or(pct);
+    if pct > 0.0 && shown == 0.0 {
+        format!("<{step:.decimals$}%")
+    } else if pct < 100.0 && shown >= 100.0 {
+        format!(">{:.decimals$}%", 100.0 - step)
+    } else {
+        format!("{rounded}%")
+    }
+}
+
 impl LimiterSummary {
     /// Requests that did not end in a success: failed after 429s, other errors, dropped.
     pub fn unsuccessful(&self) -> u64 {
@@ -175,14 +197,14 @@ impl LimiterSummary {
             "no 429s".to_owned()
         } else {
             format!(
-                "{} of {} requests saw a 429 ({:.1}%)",
+                "{} of {} requests saw a 429 ({})",
                 self.throttled,
                 self.requests,
-                self.throttled_ratio * 100.0
+                percent(self.throttled_ratio, 1)
             )
         };
         let used = match (self.quota_utilisation, &self.binding_dimension) {
-            (Some(u), Some(d)) => format!("; {:.1}% of the {d} quota used", u * 100.0),
+            (Some(u), Some(d)) => format!("; {} of the {d} quota used", percent(u, 1)),
             _ => String::new(),
         };
         let p99 = self
@@ -301,6 +323,25 @@ mod tests {
             thresholds: Vec::new(),
             passed: true,
         }
+    }
+
+    #[test]
+    fn percentages_never_round_a_small_ratio_to_zero_or_a_large_one_to_100() {
+        assert_eq!(percent(0.0, 1), "0.0%");
+        assert_eq!(percent(0.2534, 1), "25.3%");
+        assert_eq!(percent(0.0004, 1), "<0.1%");
+        assert_eq!(percent(0.0006, 1), "0.1%");
+        assert_eq!(percent(0.00004, 2), "<0.01%");
+        assert_eq!(percent(0.9996, 1), ">99.9%");
+        assert_eq!(percent(0.9994, 1), "99.9%");
+        assert_eq!(percent(1.0, 1), "100.0%");
+        assert_eq!(percent(f64::NAN, 1), "-");
+        let mut rare = limiter(5000, 5000, 0, 1);
+        rare.quota_utilisation = Some(0.0002);
+        assert_eq!(
+            rare.headline(),
+            "tb: 1 of 5000 requests saw a 429 (<0.1%); <0.1% of the requests quota used; p99 latency 1840 ms; pass"
+        );
     }
 
     #[test]
