@@ -2,11 +2,11 @@
 # For each known bug of issue 17 (see inject-bug.sh): inject it, run the property tests and
 # `hub verify` on a scenario, check that BOTH fail, and revert. Not part of CI
 # (it rebuilds four times). Prints one verdict per bug; exits 1 if any bug escaped.
-# Usage: scripts/prove-bugs.sh [a b c d]   (env: SCENARIO, default scripts/bugs/quickstart-60rpm.toml,
+# Usage: scripts/prove-bugs.sh [a b c d]   (env: SCENARIO, default scenarios/openai-60rpm.toml,
 #        CARGO_FLAGS, default "-j 1"; OUT, a directory for the logs, default target/prove-bugs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-scenario=${SCENARIO:-scripts/bugs/quickstart-60rpm.toml}
+scenario=${SCENARIO:-scenarios/openai-60rpm.toml}
 flags=${CARGO_FLAGS:--j 1}
 out=${OUT:-target/prove-bugs}
 mkdir -p "$out"
