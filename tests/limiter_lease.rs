@@ -108,7 +108,7 @@ fn leases_overshoot_by_at_most_the_bound_and_the_worst_case_reaches_past_the_lim
 }
 
 /// What a lease did not spend goes back to the shared limiter when the lease ends (its
-/// lifetime passed and nothing is outstanding), also under `accounting = "estimate"`,
+/// lifetime passed), also under `accounting = "estimate"`,
 /// where a request's own charge is never refunded.
 #[test]
 fn unused_slices_go_back_whatever_the_accounting() {
@@ -222,7 +222,7 @@ fn concurrency_limited_keys_are_not_leased() {
 /// One step of a simulated fleet: after `gap_ms`, process `who` asks up to `burst` times at
 /// once for one request of `tokens` tokens, and records `used_pct` % of each admitted
 /// request's tokens at once. Process 0 acts rarely, so its lease may sit unspent while the
-/// others spend the refill — the case the `amount × lifetime / window` term is about.
+/// others spend the refill, then gives it back or spends it in one burst.
 #[derive(Debug, Clone)]
 struct Step {
     gap_ms: u64,

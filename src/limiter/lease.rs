@@ -29,8 +29,9 @@
 //!
 //! What leases do not do: keys with a concurrency limit, or with a unit charged at usage
 //! (`charge_at`), go to the shared limiter on every request (slots cannot be spent ahead;
-//! a usage charge has no estimate to spend from a slice); a server pause (`retry_after` in a response, a
-//! rate-limit backoff) ends the key's lease so the next request sees the pause; a request
+//! a usage charge has no estimate to spend from a slice); a server pause (`retry_after` in
+//! a response, a rate-limit backoff) ends the key's lease so the next request sees the
+//! pause; a request
 //! that waits (`acquire`), or one larger than a slice, goes to the shared limiter for
 //! exactly its own cost. A lease ends when its lifetime passed or it cannot admit the next
 //! request, and goes back at once, counting its permits still in flight at their
