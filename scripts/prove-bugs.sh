@@ -14,7 +14,11 @@ if ! git diff --quiet -- src/limiter; then
   echo "src/limiter has uncommitted changes: commit or stash them first" >&2
   exit 2
 fi
-trap 'git checkout -- src/limiter' EXIT
+# The property tests persist the shrunk failures of the injected bugs; keep the
+# regression files as they were before the run.
+saved=$(mktemp -d)
+cp -r proptest-regressions "$saved/"
+trap 'git checkout -- src/limiter; rm -rf proptest-regressions; cp -r "$saved/proptest-regressions" .; rm -rf "$saved"' EXIT
 escaped=0
 for bug in "${@:-a b c d}"; do
   for b in $bug; do
@@ -34,5 +38,4 @@ for bug in "${@:-a b c d}"; do
     if [ $tests -eq 0 ] || [ $verify -ne 3 ]; then escaped=1; fi
   done
 done
-git checkout -- src/limiter
 exit $escaped
